@@ -1,0 +1,54 @@
+# The README's commands. Each target sets up .venv first, so `make train` and
+# `make test` work on their own from a fresh clone.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+ARGS   ?=
+
+.PHONY: help install install-test train test test-slow lint format ui clean
+
+help:
+	@echo "make train [ARGS='model=mlp ...']  train (default: the seed's CNN) and record it in MLflow"
+	@echo "make test                          the fast test suite (small slices of MNIST)"
+	@echo "make test-slow                     full-size training runs (accuracy targets)"
+	@echo "make ui                            browse the runs: mlflow ui on 127.0.0.1:5000"
+	@echo "make lint / make format            ruff"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Stamp files: reinstall only when pyproject.toml changes.
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+train: install
+	$(BIN)/python -m digit_experiments.train $(ARGS)
+
+test: install-test
+	$(BIN)/python -m pytest $(ARGS)
+
+test-slow: install-test
+	$(BIN)/python -m pytest -m slow $(ARGS)
+
+lint: install-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install-test
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+ui: install
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+clean:
+	rm -rf outputs multirun .pytest_cache

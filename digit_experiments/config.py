@@ -1,0 +1,298 @@
+"""Config schemas: one dataclass per config group, registered in Hydra's ConfigStore.
+
+Hydra checks keys and types against these schemas when it composes the config, so a
+mistyped key (`trainer.epochz=3`) or a wrong type (`trainer.epochs=ten`) never reaches a
+job. Ranges and choices are declared beside each field (`field(metadata=...)`) and checked
+by `validate()`, which a job calls first: before TensorFlow or MLflow is imported.
+
+This module must stay light: it is imported by `--help` and `--cfg job`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import operator
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+MONITORS = ("loss", "accuracy", "val_loss", "val_accuracy")
+ACTIVATIONS = ("relu", "gelu", "elu", "selu", "swish", "tanh")
+
+
+class ConfigError(ValueError):
+    """A config value that composes but makes no sense (out of range, unknown choice)."""
+
+
+def spec(default: Any = dataclasses.MISSING, *, factory: Any = None, **rules: Any) -> Any:
+    """A dataclass field with validation rules: ge, gt, le, lt, choices, each (apply to items)."""
+    if factory is not None:
+        return field(default_factory=factory, metadata=rules)
+    return field(default=default, metadata=rules)
+
+
+# --- data -----------------------------------------------------------------------------
+
+
+@dataclass
+class DataConfig:
+    # bundled: the MNIST IDX files shipped in the package (offline, checksummed);
+    # keras: keras.datasets.mnist (downloads once into ~/.keras); path: `path` below.
+    source: str = spec("bundled", choices=("bundled", "keras", "path"))
+    # A directory holding the four IDX files (.gz or not), or an .npz with
+    # x_train, y_train, x_test, y_test. Only read when source=path.
+    path: str | None = None
+    # Refuse files whose uncompressed content differs from the published MNIST.
+    # Turn off to train on other data in MNIST's format.
+    verify_checksums: bool = True
+    # Share of the training images held out for validation (early stopping, checkpoint).
+    val_fraction: float = spec(0.1, gt=0.0, lt=1.0)
+    # Class-balanced, deterministic slices; null = all. Tests and smoke runs use them.
+    train_limit: int | None = spec(None, ge=10)
+    test_limit: int | None = spec(None, ge=10)
+
+
+# --- model ----------------------------------------------------------------------------
+
+
+@dataclass
+class MLPConfig:
+    name: str = "mlp"
+    hidden_units: list[int] = spec(factory=lambda: [128, 64], each=True, ge=1)
+    activation: str = spec("relu", choices=ACTIVATIONS)
+
+
+@dataclass
+class CNNConfig:
+    name: str = "cnn"
+    # One conv block per entry: Conv2D(filters, kernel) -> MaxPool(pool).
+    conv_filters: list[int] = spec(factory=lambda: [32, 64], each=True, ge=1)
+    kernel_size: int = spec(3, ge=1)
+    pool_size: int = spec(2, ge=1)
+    dense_units: list[int] = spec(factory=lambda: [128], each=True, ge=1)
+    activation: str = spec("relu", choices=ACTIVATIONS)
+
+
+# --- optimizer ------------------------------------------------------------------------
+
+
+@dataclass
+class AdamConfig:
+    name: str = "adam"
+    learning_rate: float = spec(1e-3, gt=0.0)
+    beta_1: float = spec(0.9, ge=0.0, lt=1.0)
+    beta_2: float = spec(0.999, ge=0.0, lt=1.0)
+    epsilon: float = spec(1e-7, gt=0.0)
+    amsgrad: bool = False
+    clipnorm: float | None = spec(None, gt=0.0)
+
+
+@dataclass
+class AdamWConfig:
+    name: str = "adamw"
+    learning_rate: float = spec(1e-3, gt=0.0)
+    weight_decay: float = spec(1e-4, ge=0.0)
+    beta_1: float = spec(0.9, ge=0.0, lt=1.0)
+    beta_2: float = spec(0.999, ge=0.0, lt=1.0)
+    epsilon: float = spec(1e-7, gt=0.0)
+    clipnorm: float | None = spec(None, gt=0.0)
+
+
+@dataclass
+class SGDConfig:
+    name: str = "sgd"
+    learning_rate: float = spec(0.01, gt=0.0)
+    momentum: float = spec(0.9, ge=0.0, lt=1.0)
+    nesterov: bool = True
+    clipnorm: float | None = spec(None, gt=0.0)
+
+
+@dataclass
+class RMSpropConfig:
+    name: str = "rmsprop"
+    learning_rate: float = spec(1e-3, gt=0.0)
+    rho: float = spec(0.9, gt=0.0, lt=1.0)
+    momentum: float = spec(0.0, ge=0.0, lt=1.0)
+    epsilon: float = spec(1e-7, gt=0.0)
+    centered: bool = False
+    clipnorm: float | None = spec(None, gt=0.0)
+
+
+# --- regularization -------------------------------------------------------------------
+
+
+@dataclass
+class RegularizationConfig:
+    name: str = "none"
+    # Dropout after each conv block (CNNs) and after each hidden dense layer (all models).
+    conv_dropout: float = spec(0.0, ge=0.0, lt=1.0)
+    dense_dropout: float = spec(0.0, ge=0.0, lt=1.0)
+    # L2 penalty on every Conv2D/Dense kernel (biases are left alone, as usual).
+    l2: float = spec(0.0, ge=0.0)
+
+
+# --- trainer --------------------------------------------------------------------------
+
+
+@dataclass
+class EarlyStoppingConfig:
+    enabled: bool = True
+    monitor: str = spec("val_accuracy", choices=MONITORS)
+    patience: int = spec(4, ge=0)  # epochs without improvement before stopping
+    min_delta: float = spec(0.0, ge=0.0)
+    restore_best_weights: bool = True
+
+
+@dataclass
+class CheckpointConfig:
+    # The best model so far is written as <model>_best_model.h5 in the run's output dir.
+    monitor: str = spec("val_accuracy", choices=MONITORS)
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = spec(15, ge=1)
+    batch_size: int = spec(128, ge=1)
+    seed: int = spec(42, ge=0)
+    verbose: int = spec(2, choices=(0, 1, 2))  # Keras fit verbosity: 2 = one line per epoch
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+
+# --- tracking -------------------------------------------------------------------------
+
+
+@dataclass
+class TrackingConfig:
+    # null: $MLFLOW_TRACKING_URI if set, else sqlite:///mlflow.db in the directory the run
+    # was started from (the project root), with artifacts in ./mlruns beside it.
+    uri: str | None = None
+    experiment: str = "digit-experiments"
+    run_name: str | None = None  # null: <model>-<optimizer>-<regularization>
+    log_model: bool = True  # log the trained model as an MLflow model (for the registry)
+    sample_predictions: int = spec(25, ge=1, le=100)  # images in the predictions grid
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    # model and optimizer have one schema per option (see SCHEMAS), applied by the
+    # option's own YAML file through its defaults list.
+    model: Any = MISSING
+    optimizer: Any = MISSING
+    regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+# Schemas live in their own `schema/` group so they do not show up as options in --help;
+# each option file names its schema first in its defaults list, e.g. conf/model/cnn.yaml:
+#   defaults: [/schema/model/cnn@_here_, _self_]
+SCHEMAS: dict[str, dict[str, type]] = {
+    "data": {"mnist": DataConfig},
+    "model": {"mlp": MLPConfig, "cnn": CNNConfig},
+    "optimizer": {
+        "adam": AdamConfig,
+        "adamw": AdamWConfig,
+        "sgd": SGDConfig,
+        "rmsprop": RMSpropConfig,
+    },
+    "regularization": {"base": RegularizationConfig},
+    "trainer": {"base": TrainerConfig},
+    "tracking": {"base": TrackingConfig},
+}
+
+
+def register_configs() -> None:
+    """Put every schema into Hydra's ConfigStore (idempotent)."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    for group, options in SCHEMAS.items():
+        for name, node in options.items():
+            cs.store(group=f"schema/{group}", name=name, node=node)
+
+
+def validate(cfg: DictConfig) -> Config:
+    """Check every range and choice; return the config as typed dataclasses.
+
+    Raises ConfigError naming the dotted key, the value and what is allowed, e.g.
+    `trainer.epochs must be >= 1, got 0`.
+    """
+    problems: list[str] = []
+    _unknown_keys(cfg, "", problems)
+    obj = OmegaConf.to_object(cfg)
+    _check(obj, "", problems)
+    if problems:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+    return obj
+
+
+def _unknown_keys(node: DictConfig, path: str, problems: list[str]) -> None:
+    """Keys a schema does not know. Hydra refuses most at compose time, but `+key=...`
+    can add one under a group typed Any (model, optimizer), and to_object would then
+    drop it silently."""
+    schema = OmegaConf.get_type(node)
+    known = None
+    if dataclasses.is_dataclass(schema):
+        known = {f.name for f in dataclasses.fields(schema)}
+    for key in node:
+        child = node._get_node(key)
+        if known is not None and key not in known:
+            problems.append(f"{path}{key} is not a known key (known: {', '.join(sorted(known))})")
+        elif isinstance(child, DictConfig):
+            _unknown_keys(child, f"{path}{key}.", problems)
+
+
+def _check(node: Any, path: str, problems: list[str]) -> None:
+    if not dataclasses.is_dataclass(node):
+        return
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        key = f"{path}{f.name}"
+        if dataclasses.is_dataclass(value):
+            _check(value, key + ".", problems)
+            continue
+        rules = dict(f.metadata)
+        if not rules or value is None:
+            continue
+        if rules.pop("each", False):
+            for i, item in enumerate(value):
+                _check_value(item, f"{key}[{i}]", rules, problems)
+            if not value:
+                problems.append(f"{key} must not be empty")
+        else:
+            _check_value(value, key, rules, problems)
+
+
+def _check_value(value: Any, key: str, rules: dict, problems: list[str]) -> None:
+    choices = rules.get("choices")
+    if choices is not None and value not in choices:
+        allowed = ", ".join(map(str, choices))
+        problems.append(f"{key} must be one of [{allowed}], got {value!r}")
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        problems.append(f"{key} must be a finite number, got {value}")
+        return
+    for rule, (symbol, holds) in _BOUNDS.items():
+        if rule in rules and not holds(value, rules[rule]):
+            hint = _range_hint(rules)
+            problems.append(f"{key} must be {symbol} {rules[rule]}, got {value} ({hint})")
+            return
+
+
+_BOUNDS = {
+    "ge": (">=", operator.ge),
+    "gt": (">", operator.gt),
+    "le": ("<=", operator.le),
+    "lt": ("<", operator.lt),
+}
+
+
+def _range_hint(rules: dict) -> str:
+    low = f"[{rules['ge']}" if "ge" in rules else f"({rules['gt']}" if "gt" in rules else "(-inf"
+    high = f"{rules['le']}]" if "le" in rules else f"{rules['lt']})" if "lt" in rules else "inf)"
+    return f"allowed range {low}, {high}"

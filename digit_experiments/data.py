@@ -1,0 +1,251 @@
+"""MNIST: read the IDX files (verified), split off validation, take class-balanced slices.
+
+Everything here is NumPy: no TensorFlow, so it is quick to test and to reuse.
+Images come out as float32 in [0, 1] with shape (N, 28, 28, 1); labels as uint8.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from digit_experiments.config import DataConfig
+
+NUM_CLASSES = 10
+IMAGE_SHAPE = (28, 28, 1)
+
+# sha256 of the *uncompressed* IDX content, as published with the data set
+# (see digit_experiments/resources/mnist/README.md). Checking the content rather than
+# the .gz means a re-compressed copy of the same data is still accepted.
+FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+SHA256 = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+# IDX magic numbers: 0x00000801 = unsigned bytes, 1 dimension; 0x00000803 = 3 dimensions.
+MAGIC_LABELS, MAGIC_IMAGES = 2049, 2051
+
+
+class DataError(ValueError):
+    """A data file that is missing, damaged, or not what it claims to be."""
+
+
+@dataclass
+class Splits:
+    """The arrays a run trains, validates and tests on, and where they came from."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    source: str  # a path or URI, shown as the dataset's source in MLflow
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test)}
+
+
+def bundled_dir() -> Path:
+    """The folder of MNIST files shipped inside the package."""
+    return Path(str(resources.files("digit_experiments") / "resources" / "mnist"))
+
+
+# --- reading --------------------------------------------------------------------------
+
+
+def read_idx(path: Path, expected_sha256: str | None = None) -> np.ndarray:
+    """Read one IDX file (gzip or raw) into a uint8 array, checking what can be checked."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: data file not found")
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise DataError(f"{path}: not a readable gzip file ({e}); is it truncated?") from e
+    if expected_sha256 is not None:
+        digest = hashlib.sha256(raw).hexdigest()
+        if digest != expected_sha256:
+            raise DataError(
+                f"{path}: content checksum mismatch (sha256 {digest[:16]}..., expected "
+                f"{expected_sha256[:16]}...): the file is altered or not MNIST "
+                "(set data.verify_checksums=false for other data in IDX format)"
+            )
+    return _parse_idx(raw, path)
+
+
+def _parse_idx(raw: bytes, path: Path) -> np.ndarray:
+    if len(raw) < 8:
+        raise DataError(f"{path}: too short to be an IDX file ({len(raw)} bytes)")
+    magic = int.from_bytes(raw[0:4], "big")
+    if magic not in (MAGIC_LABELS, MAGIC_IMAGES):
+        raise DataError(f"{path}: bad IDX magic number {magic:#010x} (expected 0x00000801/3)")
+    ndim = magic & 0xFF
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path}: IDX header is truncated")
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    expected = int(np.prod(dims)) + header
+    if len(raw) != expected:
+        raise DataError(
+            f"{path}: size {len(raw)} bytes does not match its header {dims} "
+            f"({expected} bytes): truncated or padded"
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _find(directory: Path, stem: str) -> Path:
+    for candidate in (directory / f"{stem}.gz", directory / stem):
+        if candidate.is_file():
+            return candidate
+    raise DataError(f"{directory / (stem + '.gz')}: data file not found")
+
+
+def load_idx_dir(directory: Path, verify: bool = True) -> dict[str, np.ndarray]:
+    """The four MNIST arrays from a folder of IDX files, as uint8."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DataError(f"{directory}: data directory not found")
+    arrays = {}
+    for key, stem in FILES.items():
+        path = _find(directory, stem)
+        arrays[key] = read_idx(path, SHA256[stem] if verify else None)
+    for split in ("train", "test"):
+        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if images.ndim != 3 or labels.ndim != 1:
+            raise DataError(
+                f"{directory}: {split} images must be N x H x W and labels N "
+                f"(got {images.shape} and {labels.shape})"
+            )
+        if len(images) != len(labels):
+            raise DataError(
+                f"{_find(directory, FILES[split + '_labels'])}: {len(labels)} labels "
+                f"for {len(images)} images"
+            )
+    return arrays
+
+
+def load_npz(path: Path) -> dict[str, np.ndarray]:
+    """The four arrays from an .npz with keys x_train, y_train, x_test, y_test."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: data file not found")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            keys = {
+                "train_images": "x_train",
+                "train_labels": "y_train",
+                "test_images": "x_test",
+                "test_labels": "y_test",
+            }
+            missing = [k for k in keys.values() if k not in npz.files]
+            if missing:
+                raise DataError(f"{path}: missing arrays {missing} (has {npz.files})")
+            return {ours: npz[theirs] for ours, theirs in keys.items()}
+    except (OSError, ValueError) as e:
+        if isinstance(e, DataError):
+            raise
+        raise DataError(f"{path}: not a readable .npz file ({e})") from e
+
+
+def load_arrays(cfg: DataConfig) -> tuple[dict[str, np.ndarray], str]:
+    """Raw arrays (uint8 images, integer labels) and a description of their source."""
+    if cfg.source == "bundled":
+        directory = bundled_dir()
+        return load_idx_dir(directory, verify=True), str(directory)
+    if cfg.source == "keras":
+        import keras  # only this source needs it: it downloads into ~/.keras/datasets
+
+        (xt, yt), (xs, ys) = keras.datasets.mnist.load_data()
+        arrays = {"train_images": xt, "train_labels": yt, "test_images": xs, "test_labels": ys}
+        return arrays, "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
+    if cfg.path is None:
+        raise DataError("data.path must be set when data.source=path")
+    path = Path(cfg.path).expanduser()
+    if path.suffix == ".npz":
+        return load_npz(path), str(path.resolve())
+    return load_idx_dir(path, verify=cfg.verify_checksums), str(path.resolve())
+
+
+# --- preparing ------------------------------------------------------------------------
+
+
+def balanced_indices(labels: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
+    """Indices of a deterministic slice with (nearly) the same count of every class.
+
+    Classes that run short give their share to the others, so `limit` is honoured
+    whenever there are that many samples. The result is sorted (original order kept).
+    """
+    if limit is None or limit >= len(labels):
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    pools = {c: rng.permutation(np.flatnonzero(labels == c)) for c in classes}
+    take = dict.fromkeys(classes, 0)
+    remaining = limit
+    while remaining > 0:
+        open_classes = [c for c in classes if take[c] < len(pools[c])]
+        share, extra = divmod(remaining, len(open_classes))
+        for i, c in enumerate(open_classes):
+            add = min(share + (1 if i < extra else 0), len(pools[c]) - take[c])
+            take[c] += add
+            remaining -= add
+    return np.sort(np.concatenate([pools[c][: take[c]] for c in classes]))
+
+
+def stratified_split(
+    labels: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train_idx, val_idx): `fraction` of every class held out, deterministic in seed."""
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    # Largest-remainder rounding: each class gets its share, and the total is exactly
+    # round(N * fraction) (6,000 of 60,000 for the default 0.1).
+    quota = counts * fraction
+    n_val = np.floor(quota).astype(int)
+    short = round(len(labels) * fraction) - n_val.sum()
+    n_val[np.argsort(n_val - quota, kind="stable")[:short]] += 1
+    train_idx, val_idx = [], []
+    for c, n in zip(classes, n_val):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        val_idx.append(idx[:n])
+        train_idx.append(idx[n:])
+    # Shuffle the training order once so batches mix classes even without fit's shuffle.
+    return rng.permutation(np.concatenate(train_idx)), np.sort(np.concatenate(val_idx))
+
+
+def to_model_input(images: np.ndarray) -> np.ndarray:
+    """uint8 (N, 28, 28) -> float32 (N, 28, 28, 1) in [0, 1], the models' input format."""
+    return (images.astype(np.float32) / 255.0)[..., np.newaxis]
+
+
+def load(cfg: DataConfig, seed: int) -> Splits:
+    """The train/validation/test arrays a run uses, from the configured source."""
+    arrays, source = load_arrays(cfg)
+    x_all, y_all = arrays["train_images"], arrays["train_labels"].astype(np.uint8)
+    x_test, y_test = arrays["test_images"], arrays["test_labels"].astype(np.uint8)
+
+    pool = balanced_indices(y_all, cfg.train_limit, seed)
+    train_idx, val_idx = stratified_split(y_all[pool], cfg.val_fraction, seed)
+    test_idx = balanced_indices(y_test, cfg.test_limit, seed)
+    return Splits(
+        x_train=to_model_input(x_all[pool][train_idx]),
+        y_train=y_all[pool][train_idx],
+        x_val=to_model_input(x_all[pool][val_idx]),
+        y_val=y_all[pool][val_idx],
+        x_test=to_model_input(x_test[test_idx]),
+        y_test=y_test[test_idx],
+        source=source,
+    )

@@ -1,0 +1,75 @@
+"""Figures from numbers: learning curves, confusion matrices, sample predictions.
+
+matplotlib runs on its Agg backend: no display is needed (servers, CI, sweeps).
+"""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from digit_experiments.evaluate import normalise_rows  # noqa: E402
+
+
+def learning_curves(history: dict[str, list[float]]) -> Figure:
+    """Accuracy and loss per epoch, training against validation."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    epochs = range(1, len(history.get("loss", [])) + 1)
+    for ax, metric in zip(axes, ("accuracy", "loss")):
+        for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
+            if history.get(key):
+                ax.plot(epochs, history[key], marker="o", label=label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.set_title(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrices(cm: np.ndarray) -> Figure:
+    """Counts and row-normalised fractions side by side."""
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
+    panels = ((cm, "counts", "d"), (normalise_rows(cm), "row-normalised (recall)", ".2f"))
+    for ax, (values, title, fmt) in zip(axes, panels):
+        image = ax.imshow(values, cmap="Blues")
+        fig.colorbar(image, ax=ax, fraction=0.046)
+        ax.set_title(f"confusion matrix, {title}")
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_xticks(range(cm.shape[1]))
+        ax.set_yticks(range(cm.shape[0]))
+        threshold = values.max() / 2 if values.max() > 0 else 1
+        for (i, j), v in np.ndenumerate(values):
+            colour = "white" if v > threshold else "black"
+            ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=7, color=colour)
+    fig.tight_layout()
+    return fig
+
+
+def sample_predictions(
+    images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, confidence: np.ndarray
+) -> Figure:
+    """A grid of test images titled true/predicted; misclassified ones in red."""
+    n = len(images)
+    cols = min(10, max(1, math.ceil(math.sqrt(n))))
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.9 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, img, t, p, c in zip(axes.flat, images, y_true, y_pred, confidence):
+        ax.imshow(img.squeeze(), cmap="gray_r")
+        ax.set_title(
+            f"true {t} / pred {p}\n{c:.0%}", fontsize=8, color="black" if t == p else "red"
+        )
+    fig.suptitle("sample test predictions (red: misclassified)")
+    fig.tight_layout()
+    return fig

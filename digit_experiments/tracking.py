@@ -1,0 +1,295 @@
+"""MLflow: where runs go, the run's lifecycle, and everything a run logs.
+
+This is the one module that talks to MLflow while training (the Keras callback in
+callbacks.py reports through a `RunLog` from here). `tracked_run` guarantees that a run
+ends with the right status (FINISHED, FAILED, KILLED) and that whatever exists when
+training stops (checkpoint, curves so far, the error) is logged first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import subprocess
+import traceback
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+
+# MLflow refuses batches of more than 100 params and values longer than 6000 characters.
+PARAMS_PER_BATCH = 100
+MAX_PARAM_LENGTH = 6000
+
+
+# --- where runs go --------------------------------------------------------------------
+
+
+def resolve_tracking_uri(configured: str | None, root: Path) -> str:
+    """The store a run logs to: tracking.uri, else $MLFLOW_TRACKING_URI, else the embedded
+    sqlite:///mlflow.db in `root`. A relative SQLite path is taken against `root`, never
+    against a job's working directory, so sweeps and `hydra.job.chdir=true` runs all land
+    in the one database that `mlflow ui` (started in `root`) shows."""
+    uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        uri = prefix + str((root / uri[len(prefix) :]).resolve())
+    return uri
+
+
+def ensure_experiment(name: str, uri: str, root: Path) -> str:
+    """The id of experiment `name`, created if needed; safe when several jobs race."""
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            raise MlflowException(
+                f"tracking.experiment: experiment {name!r} is deleted in {uri}; restore it "
+                "(mlflow experiments restore) or choose another name"
+            )
+        return experiment.experiment_id
+    location = None
+    if uri.startswith("sqlite:"):
+        # MLflow would put artifacts in ./mlruns of whatever directory this process is in;
+        # pin them beside the database instead.
+        location = (root / "mlruns" / _slug(name)).resolve().as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:
+        # Another job created it between our lookup and create.
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "experiment"
+
+
+def git_commit(root: Path) -> str | None:
+    """HEAD of the repository at root (with '-dirty' if it has uncommitted changes)."""
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{sha}-dirty" if dirty else sha
+
+
+# --- params ---------------------------------------------------------------------------
+
+_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
+
+
+def redact(value: str) -> str:
+    """Hide credentials written into a URI (scheme://user:password@host -> scheme://***@host)."""
+    return _USERINFO.sub(r"\g<scheme>***@", value)
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested dict/list as one flat dict with dotted keys (lists keep their JSON form)."""
+    flat: dict[str, Any] = {}
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            flat.update(flatten(value, f"{prefix}{key}."))
+        return flat
+    value = json.dumps(tree) if isinstance(tree, (list, tuple)) else tree
+    if isinstance(value, str):
+        value = redact(value)
+    flat[prefix.rstrip(".")] = value
+    return flat
+
+
+# --- the run --------------------------------------------------------------------------
+
+
+class RunLog:
+    """What one run logs. Keeps the per-epoch history and the checkpoint path, so that a
+    run that stops early can still log its curves and best model (`salvage`)."""
+
+    def __init__(self, run_id: str, output_dir: Path):
+        self.run_id = run_id
+        self.output_dir = output_dir
+        self.history: dict[str, list[float]] = defaultdict(list)
+        self.checkpoint: Path | None = None
+        self.logged: set[str] = set()
+
+    # plain values
+    def params(self, params: dict[str, Any]) -> None:
+        items = [(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
+        for i in range(0, len(items), PARAMS_PER_BATCH):
+            mlflow.log_params(dict(items[i : i + PARAMS_PER_BATCH]))
+
+    def metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+    def epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        """One epoch's metrics (step = epoch, counted from 1), kept for the curves too."""
+        for key, value in metrics.items():
+            self.history[key].append(float(value))
+        self.metrics(metrics, step=epoch)
+
+    def tags(self, tags: dict[str, Any]) -> None:
+        mlflow.set_tags({k: redact(str(v)) for k, v in tags.items()})
+
+    # artifacts
+    def figure(self, fig, artifact_file: str) -> None:
+        import matplotlib.pyplot as plt
+
+        try:
+            mlflow.log_figure(fig, artifact_file)
+            self.logged.add(artifact_file)
+        finally:
+            plt.close(fig)
+
+    def text(self, text: str, artifact_file: str) -> None:
+        mlflow.log_text(text, artifact_file)
+        self.logged.add(artifact_file)
+
+    def json(self, data: Any, artifact_file: str) -> None:
+        mlflow.log_dict(data, artifact_file)
+        self.logged.add(artifact_file)
+
+    def file(self, path: Path, artifact_path: str | None = None) -> None:
+        mlflow.log_artifact(str(path), artifact_path)
+        self.logged.add(f"{artifact_path}/{Path(path).name}" if artifact_path else Path(path).name)
+
+    def directory(self, path: Path, artifact_path: str) -> None:
+        mlflow.log_artifacts(str(path), artifact_path)
+
+    def dataset(self, features, targets, name: str, source: str, digest: str, context: str):
+        import warnings
+
+        import mlflow.data
+
+        with warnings.catch_warnings():
+            # A local path matches two equivalent source types; MLflow warns and picks one.
+            warnings.filterwarnings("ignore", "The specified dataset source can be interpreted")
+            dataset = mlflow.data.from_numpy(
+                features, targets=targets, source=source, name=name, digest=digest
+            )
+        mlflow.log_input(dataset, context=context)
+
+    def keras_model(self, model, input_example, pip_requirements: list[str]) -> str:
+        """Log the model as an MLflow model (Keras 3 flavor); returns its models:/ URI."""
+        import mlflow.keras
+        from mlflow.models import infer_signature
+
+        signature = infer_signature(input_example, model.predict(input_example, verbose=0))
+        with _keras_input_example_fix():
+            info = mlflow.keras.log_model(
+                model,
+                name="model",
+                signature=signature,
+                input_example=input_example,
+                pip_requirements=pip_requirements,
+            )
+        return info.model_uri
+
+    def curves(self) -> None:
+        from digit_experiments import plots
+
+        if not self.history.get("loss"):
+            return
+        self.figure(plots.learning_curves(self.history), "plots/learning_curves.png")
+        self.json(dict(self.history), "reports/history.json")
+
+    def salvage(self, reason: str) -> None:
+        """Log what exists after training stopped early; never raises (the run's status
+        must still be set by the caller)."""
+        steps = (
+            ("error", lambda: self.text(reason, "error.txt")),
+            ("curves", lambda: "plots/learning_curves.png" in self.logged or self.curves()),
+            ("checkpoint", self._salvage_checkpoint),
+        )
+        for what, step in steps:
+            try:
+                step()
+            except Exception as e:  # noqa: BLE001 - best effort; keep the original error
+                log.warning("could not log %s of the failed run: %s", what, e)
+
+    def _salvage_checkpoint(self) -> None:
+        if self.checkpoint is None or not self.checkpoint.is_file():
+            return
+        if f"checkpoints/{self.checkpoint.name}" not in self.logged:
+            self.file(self.checkpoint, "checkpoints")
+
+
+@contextmanager
+def _keras_input_example_fix() -> Iterator[None]:
+    """mlflow.keras.save_model writes the input example before it creates the model
+    folder, so any input_example fails with FileNotFoundError (mlflow/mlflow#16183, open
+    in MLflow 3.17). Create the folder first; a no-op once MLflow fixes it."""
+    import mlflow.keras.save as keras_save
+
+    original = keras_save._save_example
+
+    def save_example(mlflow_model, input_example, path, *args, **kwargs):
+        os.makedirs(path, exist_ok=True)
+        return original(mlflow_model, input_example, path, *args, **kwargs)
+
+    keras_save._save_example = save_example
+    try:
+        yield
+    finally:
+        keras_save._save_example = original
+
+
+@contextmanager
+def tracked_run(
+    experiment_id: str, run_name: str, tags: dict[str, str], output_dir: Path
+) -> Iterator[RunLog]:
+    """Start (or resume) a run; end it FINISHED, FAILED or KILLED, salvaging on failure.
+
+    Under `mlflow run`, MLFLOW_RUN_ID names the run MLflow already opened: start_run
+    resumes it rather than opening a second one. Inside an active run (a sweep's
+    parent), the new run is nested under it.
+    """
+    resume = os.environ.get("MLFLOW_RUN_ID")
+    parent = mlflow.active_run()
+    run = mlflow.start_run(
+        run_id=resume,
+        experiment_id=None if resume else experiment_id,
+        run_name=None if resume else run_name,
+        nested=parent is not None,
+        tags=tags,
+    )
+    if resume:
+        mlflow.set_tag("mlflow.runName", run_name)
+    record = RunLog(run.info.run_id, output_dir)
+    try:
+        yield record
+    except KeyboardInterrupt:
+        record.tags({"error": "interrupted (KeyboardInterrupt)"})
+        record.salvage("interrupted by the user (KeyboardInterrupt)\n")
+        mlflow.end_run("KILLED")
+        raise
+    except BaseException as e:
+        record.tags({"error": f"{type(e).__name__}: {e}"[:5000]})
+        record.salvage(traceback.format_exc())
+        mlflow.end_run("FAILED")
+        raise
+    else:
+        mlflow.end_run("FINISHED")

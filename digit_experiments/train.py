@@ -1,0 +1,264 @@
+"""Train one digit classifier, recorded in MLflow.
+
+    python -m digit_experiments.train                       # the seed's CNN, Adam, dropout
+    python -m digit_experiments.train model=mlp optimizer=sgd
+    python -m digit_experiments.train --cfg job             # the composed config, instantly
+
+The Hydra entry point is a few lines around `train(cfg)`, which tests and sweeps call too.
+TensorFlow and MLflow are imported only once the config has been validated, so --help,
+--cfg and a bad override answer at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from digit_experiments.config import Config, ConfigError, register_configs, validate
+
+log = logging.getLogger(__name__)
+
+# conf/ lives at the top of the repository, beside this package (editable install).
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+LOGGED_REQUIREMENTS = ("tensorflow", "keras", "numpy", "mlflow")
+
+register_configs()
+
+
+def run_name(conf: Config) -> str:
+    """What the run is, at a glance: e.g. cnn-adam-dropout."""
+    return conf.tracking.run_name or "-".join(
+        (conf.model.name, conf.optimizer.name, conf.regularization.name)
+    )
+
+
+def train(cfg: DictConfig, output_dir: Path | None = None) -> dict[str, float]:
+    """One full run: validate, open the MLflow run, fit, evaluate, log. Returns metrics.
+
+    `output_dir` holds the checkpoint and Hydra's files; under Hydra it is the job's
+    output directory, otherwise a new temporary directory.
+    """
+    conf = validate(cfg)
+    runtime = _hydra_runtime()
+    root = Path(runtime["cwd"]) if runtime else Path.cwd()
+    if output_dir is None:
+        output_dir = runtime["output_dir"] if runtime else tempfile.mkdtemp(prefix="digits-")
+    output_dir = Path(output_dir)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # keep TensorFlow's C++ chatter down
+
+    import mlflow
+
+    from digit_experiments import tracking
+
+    uri = tracking.resolve_tracking_uri(conf.tracking.uri, root)
+    mlflow.set_tracking_uri(uri)
+    experiment_id = tracking.ensure_experiment(conf.tracking.experiment, uri, root)
+    tags = {
+        "model": conf.model.name,
+        "optimizer": conf.optimizer.name,
+        "regularization": conf.regularization.name,
+        "overrides": " ".join(runtime["overrides"]) if runtime else "",
+    }
+    commit = tracking.git_commit(root)
+    if commit:
+        tags["git_commit"] = commit
+    with tracking.tracked_run(experiment_id, run_name(conf), tags, output_dir) as record:
+        log.info(
+            "MLflow run %s in %s (experiment %r)",
+            record.run_id,
+            tracking.redact(uri),
+            conf.tracking.experiment,
+        )
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        record.params(tracking.flatten(resolved))
+        record.text(OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml")
+        if (output_dir / ".hydra").is_dir():
+            record.directory(output_dir / ".hydra", "config/.hydra")
+        metrics = fit_and_evaluate(conf, record, output_dir)
+        for job_log in output_dir.glob("*.log"):
+            record.file(job_log, "logs")
+        return metrics
+
+
+def fit_and_evaluate(conf: Config, record, output_dir: Path) -> dict[str, float]:
+    """The steps of a run, in order: seed, data, model, fit, evaluate, report."""
+    import keras
+
+    from digit_experiments import callbacks, data, evaluate, models, plots
+
+    # One seed for NumPy, Python and TensorFlow: same config, same initial weights.
+    keras.utils.set_random_seed(conf.trainer.seed)
+    splits = data.load(conf.data, conf.trainer.seed)
+    _log_datasets(record, splits)
+    log.info("data: %s from %s", splits.sizes(), splits.source)
+
+    model = models.build_model(conf.model, conf.regularization)
+    model.compile(
+        optimizer=models.build_optimizer(conf.optimizer),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    record.params(
+        {
+            "model.num_params": model.count_params(),
+            **{f"data.n_{split}": n for split, n in splits.sizes().items()},
+        }
+    )
+    record.text(models.summary_text(model), "reports/model_summary.txt")
+
+    record.checkpoint = output_dir / f"{conf.model.name}_best_model.h5"
+    started = time.perf_counter()
+    history = model.fit(
+        splits.x_train,
+        splits.y_train,
+        batch_size=conf.trainer.batch_size,
+        epochs=conf.trainer.epochs,
+        validation_data=(splits.x_val, splits.y_val),
+        callbacks=_callbacks(conf, record, callbacks),
+        verbose=conf.trainer.verbose,
+    )
+    train_seconds = time.perf_counter() - started
+    epochs_run = len(history.history["loss"])
+    record.curves()
+    # Evaluate and ship the best epoch's weights (the checkpoint), whatever early
+    # stopping did: the logged model, the .h5 and the test metrics then agree.
+    model.load_weights(record.checkpoint)
+    record.file(record.checkpoint, "checkpoints")
+
+    test_loss, _ = model.evaluate(
+        splits.x_test, splits.y_test, batch_size=conf.trainer.batch_size, verbose=0
+    )
+    probabilities = model.predict(splits.x_test, batch_size=conf.trainer.batch_size, verbose=0)
+    y_pred = probabilities.argmax(axis=1)
+    y_true = splits.y_test
+    metrics = evaluate.classification_metrics(y_true, y_pred)
+    val_accuracy = record.history.get("val_accuracy", [0.0])
+    metrics.update(
+        test_loss=float(test_loss),
+        train_seconds=train_seconds,
+        train_images_per_second=len(splits.y_train) * epochs_run / train_seconds,
+        epochs_trained=epochs_run,
+        best_epoch=int(max(range(len(val_accuracy)), key=val_accuracy.__getitem__)) + 1,
+        best_val_accuracy=max(val_accuracy),
+    )
+    record.metrics(metrics)
+    log.info(
+        "test accuracy %.4f, macro F1 %.4f, %d epochs in %.0f s",
+        metrics["test_accuracy"],
+        metrics["test_f1_macro"],
+        epochs_run,
+        train_seconds,
+    )
+
+    cm = evaluate.confusion(y_true, y_pred)
+    record.figure(plots.confusion_matrices(cm), "plots/confusion_matrix.png")
+    record.text(evaluate.confusion_csv(cm), "reports/confusion_matrix.csv")
+    report_text, report_dict = evaluate.report(y_true, y_pred)
+    record.text(report_text, "reports/classification_report.txt")
+    record.json(report_dict, "reports/classification_report.json")
+    shown = evaluate.pick_samples(
+        y_true, y_pred, conf.tracking.sample_predictions, conf.trainer.seed
+    )
+    record.figure(
+        plots.sample_predictions(
+            splits.x_test[shown], y_true[shown], y_pred[shown], probabilities[shown].max(axis=1)
+        ),
+        "plots/sample_predictions.png",
+    )
+    if conf.tracking.log_model:
+        record.keras_model(model, splits.x_test[:5], _requirements())
+    return metrics
+
+
+class _QuietLegacyH5(logging.Filter):
+    """Keras warns at every checkpoint that .h5 is a legacy format. .h5 is a deliberate
+    choice (plain keras.models.load_model opens it anywhere), so drop that warning."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "saving your model as an HDF5 file" not in record.getMessage()
+
+
+def _callbacks(conf: Config, record, callbacks) -> list:
+    import keras
+
+    logging.getLogger("absl").addFilter(_QuietLegacyH5())
+
+    stack = [
+        keras.callbacks.ModelCheckpoint(
+            str(record.checkpoint),
+            monitor=conf.trainer.checkpoint.monitor,
+            save_best_only=True,
+            verbose=0,
+        ),
+        callbacks.EpochMetrics(record),
+    ]
+    stop = conf.trainer.early_stopping
+    if stop.enabled:
+        stack.append(
+            keras.callbacks.EarlyStopping(
+                monitor=stop.monitor,
+                patience=stop.patience,
+                min_delta=stop.min_delta,
+                restore_best_weights=stop.restore_best_weights,
+                verbose=1,
+            )
+        )
+    return stack
+
+
+def _log_datasets(record, splits) -> None:
+    """Each split as a run input (name, digest, source): the UI's dataset column."""
+    for context, name, x, y in (
+        ("training", "mnist-train", splits.x_train, splits.y_train),
+        ("validation", "mnist-val", splits.x_val, splits.y_val),
+        ("testing", "mnist-test", splits.x_test, splits.y_test),
+    ):
+        # MLflow's own digest hashes only the first few thousand values; hash all of it.
+        digest = hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest()[:16]
+        record.dataset(x, y, name=name, source=splits.source, digest=digest, context=context)
+
+
+def _requirements() -> list[str]:
+    """Pinned requirements for the logged model (skips MLflow's slow inference step)."""
+    return [f"{name}=={metadata.version(name)}" for name in LOGGED_REQUIREMENTS]
+
+
+def _hydra_runtime() -> dict | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    hc = HydraConfig.get()
+    return {
+        "cwd": hc.runtime.cwd,
+        "output_dir": hc.runtime.output_dir,
+        "overrides": list(hc.overrides.task),
+        "multirun": str(hc.mode) == "RunMode.MULTIRUN",
+    }
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def main(cfg: DictConfig) -> float:
+    """Hydra entry point; returns the best validation accuracy (for sweepers)."""
+    try:
+        validate(cfg)
+    except ConfigError as e:
+        runtime = _hydra_runtime()
+        if runtime and runtime["multirun"]:
+            raise  # let the sweep record this job as failed and go on
+        print(f"digits-train: {e}", file=sys.stderr)
+        sys.exit(2)
+    return train(cfg)["best_val_accuracy"]
+
+
+if __name__ == "__main__":
+    main()

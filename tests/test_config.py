@@ -1,0 +1,108 @@
+"""Config: composition, schemas and range checks; nothing heavy is imported for them."""
+
+from __future__ import annotations
+
+import pytest
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
+from digit_experiments.config import ConfigError, validate
+from digit_experiments.train import CONF_DIR
+
+from .conftest import compose_cfg, run_cli
+
+
+def test_defaults_are_the_seed_cnn_with_adam_and_dropout():
+    cfg = compose_cfg()
+    conf = validate(cfg)
+    assert (conf.model.name, conf.optimizer.name, conf.regularization.name) == (
+        "cnn",
+        "adam",
+        "dropout",
+    )
+    assert conf.model.conv_filters == [32, 64] and conf.model.dense_units == [128]
+    assert conf.data.source == "bundled"
+
+
+@pytest.mark.parametrize("group", ["model", "optimizer", "regularization"])
+def test_every_option_composes_and_validates(group):
+    for option in sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")):
+        conf = validate(compose_cfg(f"{group}={option}"))
+        assert getattr(conf, group).name == option
+
+
+# Each bad override, and the text the error must contain (the key, and what is allowed).
+OUT_OF_RANGE = [
+    ("trainer.epochs=0", "trainer.epochs must be >= 1, got 0"),
+    ("trainer.batch_size=0", "trainer.batch_size must be >= 1"),
+    ("trainer.early_stopping.patience=-1", "trainer.early_stopping.patience must be >= 0"),
+    ("trainer.early_stopping.monitor=val_f1", "trainer.early_stopping.monitor must be one of"),
+    ("optimizer.learning_rate=0", "optimizer.learning_rate must be > 0.0"),
+    ("optimizer.learning_rate=-0.1", "optimizer.learning_rate must be > 0.0"),
+    ("optimizer.beta_1=1.0", "optimizer.beta_1 must be < 1.0"),
+    ("regularization.conv_dropout=1.0", "regularization.conv_dropout must be < 1.0"),
+    ("regularization.dense_dropout=-0.1", "regularization.dense_dropout must be >= 0.0"),
+    ("regularization.l2=-1", "regularization.l2 must be >= 0.0"),
+    ("data.train_limit=-5", "data.train_limit must be >= 10"),
+    ("data.test_limit=-1", "data.test_limit must be >= 10"),
+    ("data.val_fraction=1.5", "data.val_fraction must be < 1.0"),
+    ("data.source=s3", "data.source must be one of [bundled, keras, path]"),
+    ("model.conv_filters=[32,0]", "model.conv_filters[1] must be >= 1"),
+    ("model.activation=sigmoidal", "model.activation must be one of"),
+    ("tracking.sample_predictions=0", "tracking.sample_predictions must be >= 1"),
+]
+
+
+@pytest.mark.parametrize(("override", "message"), OUT_OF_RANGE)
+def test_out_of_range_values_are_refused_with_the_key(override, message):
+    with pytest.raises(ConfigError, match="invalid config") as err:
+        validate(compose_cfg(override))
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("trainer.epochz=3", "trainer.epochz"),  # mistyped key
+        ("trainer.epochs=ten", "trainer.epochs"),  # wrong type
+        ("optimizer.momentum=0.5", "optimizer.momentum"),  # adam has no momentum
+        ("model=resnet", "model/resnet"),  # unknown option
+    ],
+)
+def test_schema_errors_are_refused_at_compose_time(override, key):
+    with pytest.raises((HydraException, OmegaConfBaseException)) as err:
+        compose_cfg(override)
+    assert key in str(err.value)
+
+
+@pytest.mark.parametrize("override", ["+model.depth=3", "+optimizer.momentum=0.9"])
+def test_keys_added_with_plus_are_refused(override):
+    key = override[1:].split("=")[0]
+    with pytest.raises(ConfigError, match=f"{key} is not a known key"):
+        validate(compose_cfg(override))
+
+
+def test_cli_refuses_bad_value_before_importing_tensorflow(tmp_path):
+    result = run_cli("trainer.epochs=0", cwd=tmp_path, python_flags=("-X", "importtime"))
+    assert result.returncode == 2
+    assert "trainer.epochs must be >= 1, got 0" in result.stderr
+    assert "Traceback" not in result.stderr
+    imported = result.stderr
+    assert "tensorflow" not in imported and "mlflow" not in imported
+    assert not (tmp_path / "mlflow.db").exists()  # no run was opened
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--cfg", "job"]])
+def test_help_and_cfg_do_not_import_tensorflow_or_mlflow(tmp_path, args):
+    result = run_cli(*args, cwd=tmp_path, python_flags=("-X", "importtime"))
+    assert result.returncode == 0, result.stderr
+    assert "tensorflow" not in result.stderr and "mlflow" not in result.stderr
+    assert "model:" in result.stdout
+
+
+def test_help_lists_every_option():
+    result = run_cli("--help", cwd=CONF_DIR.parent)
+    for group in ("model", "optimizer", "regularization"):
+        options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+        line = next(ln for ln in result.stdout.splitlines() if ln.strip().startswith(group + ":"))
+        assert line.split(":", 1)[1].strip() == ", ".join(options)

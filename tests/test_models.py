@@ -1,0 +1,107 @@
+"""Models: the seed's architectures exactly, regularization where it belongs."""
+
+from __future__ import annotations
+
+import keras
+import pytest
+
+from digit_experiments import models
+from digit_experiments.config import validate
+
+from .conftest import compose_cfg
+
+
+def _layers(model):
+    return [
+        (
+            type(layer).__name__,
+            getattr(layer, "units", None)
+            or getattr(layer, "filters", None)
+            or getattr(layer, "rate", None),
+        )
+        for layer in model.layers
+    ]
+
+
+def _build(*overrides):
+    conf = validate(compose_cfg(*overrides))
+    return models.build_model(conf.model, conf.regularization)
+
+
+def test_mlp_is_the_seed_baseline():
+    model = _build("model=mlp", "regularization=none")
+    assert _layers(model) == [("Flatten", None), ("Dense", 128), ("Dense", 64), ("Dense", 10)]
+    assert model.count_params() == 784 * 128 + 128 + 128 * 64 + 64 + 64 * 10 + 10
+    assert model.layers[-1].activation.__name__ == "softmax"
+
+
+def test_cnn_is_the_seed_cnn():
+    model = _build("model=cnn", "regularization=dropout")
+    assert _layers(model) == [
+        ("Conv2D", 32),
+        ("MaxPooling2D", None),
+        ("Dropout", 0.25),
+        ("Conv2D", 64),
+        ("MaxPooling2D", None),
+        ("Dropout", 0.25),
+        ("Flatten", None),
+        ("Dense", 128),
+        ("Dropout", 0.5),
+        ("Dense", 10),
+    ]
+    assert model.count_params() == 225_034
+    assert model.layers[0].kernel_size == (3, 3)
+    assert model.output_shape == (None, 10)
+
+
+def test_dropout_applies_to_the_mlp_too():
+    kinds = [name for name, _ in _layers(_build("model=mlp", "regularization=dropout"))]
+    assert kinds == ["Flatten", "Dense", "Dropout", "Dense", "Dropout", "Dense"]
+
+
+@pytest.mark.parametrize("option", ["l2", "dropout_l2"])
+def test_l2_goes_on_every_kernel_and_no_bias(option):
+    model = _build("model=cnn", f"regularization={option}", "regularization.l2=0.001")
+    weighted = [layer for layer in model.layers if hasattr(layer, "kernel")]
+    assert len(weighted) == 4
+    for layer in weighted:
+        assert isinstance(layer.kernel_regularizer, keras.regularizers.L2)
+        assert layer.kernel_regularizer.l2 == pytest.approx(0.001)
+        assert layer.bias_regularizer is None
+    assert len(model.losses) == 4  # one penalty per kernel, added to the loss
+
+
+def test_layer_sizes_are_config_values():
+    model = _build(
+        "model=cnn",
+        "model.conv_filters=[8,16,32]",
+        "model.dense_units=[64,32]",
+        "model.kernel_size=5",
+        "model.pool_size=1",
+        "regularization=none",
+    )
+    names = _layers(model)
+    assert [n for n in names if n[0] == "Conv2D"] == [("Conv2D", 8), ("Conv2D", 16), ("Conv2D", 32)]
+    assert [n for n in names if n[0] == "Dense"] == [("Dense", 64), ("Dense", 32), ("Dense", 10)]
+
+
+@pytest.mark.parametrize(
+    ("option", "cls", "extra"),
+    [
+        ("adam", keras.optimizers.Adam, {"beta_1": 0.8}),
+        ("adamw", keras.optimizers.AdamW, {"weight_decay": 0.01}),
+        ("sgd", keras.optimizers.SGD, {"momentum": 0.5, "nesterov": False}),
+        ("rmsprop", keras.optimizers.RMSprop, {"rho": 0.8, "centered": True}),
+    ],
+)
+def test_optimizers_carry_their_own_parameters(option, cls, extra):
+    overrides = [f"optimizer={option}", "optimizer.learning_rate=0.005"]
+    overrides += [
+        f"optimizer.{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in extra.items()
+    ]
+    optimizer = models.build_optimizer(validate(compose_cfg(*overrides)).optimizer)
+    assert isinstance(optimizer, cls)
+    config = optimizer.get_config()
+    assert config["learning_rate"] == pytest.approx(0.005)
+    for key, value in extra.items():
+        assert config[key] == pytest.approx(value)

@@ -1,0 +1,179 @@
+"""One small run, end to end, checked through MlflowClient: status, params, metrics,
+artifacts, datasets, the checkpoint and the logged model."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import mlflow
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+
+from digit_experiments import data, models, tracking
+from digit_experiments.config import validate
+from digit_experiments.train import train
+
+from .conftest import small_cfg
+
+EXPECTED_ARTIFACTS = {
+    "checkpoints/cnn_best_model.h5",
+    "config/config.yaml",
+    "plots/learning_curves.png",
+    "plots/confusion_matrix.png",
+    "plots/sample_predictions.png",
+    "reports/confusion_matrix.csv",
+    "reports/classification_report.txt",
+    "reports/classification_report.json",
+    "reports/model_summary.txt",
+    "reports/history.json",
+}
+EPOCH_METRICS = {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds"}
+TEST_METRICS = {
+    "test_accuracy",
+    "test_loss",
+    "test_f1_macro",
+    "test_precision_macro",
+    "test_recall_macro",
+    "train_seconds",
+    "train_images_per_second",
+}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A 2-epoch CNN run on 2,000/500 images; also keeps the in-memory model."""
+    store = tmp_path_factory.mktemp("store")
+    cfg = small_cfg(store, "trainer.epochs=2")
+    built = []
+
+    def capture(model_cfg, reg_cfg):
+        built.append(models.BUILDERS[model_cfg.name](model_cfg, reg_cfg))
+        return built[-1]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(store)
+        mp.setattr(models, "build_model", capture)
+        metrics = train(cfg, output_dir=store / "out")
+    uri = f"sqlite:///{store}/mlflow.db"
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    run = client.search_runs(client.get_experiment_by_name("digit-experiments").experiment_id)[0]
+    return {
+        "cfg": cfg,
+        "metrics": metrics,
+        "run": run,
+        "client": client,
+        "model": built[0],
+        "store": store,
+    }
+
+
+def _artifacts(client, run_id, path=""):
+    for item in client.list_artifacts(run_id, path):
+        if item.is_dir:
+            yield from _artifacts(client, run_id, item.path)
+        else:
+            yield item.path
+
+
+def test_run_finishes_with_a_name_and_tags(finished):
+    run = finished["run"]
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "cnn-adam-dropout"
+    tags = run.data.tags
+    assert (tags["model"], tags["optimizer"], tags["regularization"]) == ("cnn", "adam", "dropout")
+    assert "overrides" in tags
+
+
+def test_params_are_the_whole_resolved_config(finished):
+    params = finished["run"].data.params
+    flat = tracking.flatten(OmegaConf.to_container(finished["cfg"], resolve=True))
+    assert {k: str(v) for k, v in flat.items()}.items() <= params.items()
+    assert params["trainer.epochs"] == "2"
+    assert params["model.conv_filters"] == "[32, 64]"
+    assert params["model.num_params"] == "225034"
+    assert (params["data.n_train"], params["data.n_val"], params["data.n_test"]) == (
+        "1800",
+        "200",
+        "500",
+    )
+
+
+def test_every_epoch_is_a_metric_step(finished):
+    client, run_id = finished["client"], finished["run"].info.run_id
+    for key in EPOCH_METRICS:
+        history = client.get_metric_history(run_id, key)
+        assert sorted(m.step for m in history) == [1, 2], key
+    lr = client.get_metric_history(run_id, "learning_rate")
+    assert all(m.value == pytest.approx(0.001) for m in lr)
+
+
+def test_test_metrics_are_logged(finished):
+    metrics = finished["run"].data.metrics
+    assert TEST_METRICS <= metrics.keys()
+    assert {f"test_f1_class_{c}" for c in range(10)} <= metrics.keys()
+    assert 0.5 < metrics["test_accuracy"] <= 1.0  # 2 epochs on 1,800 images: well above chance
+    assert metrics["test_accuracy"] == pytest.approx(finished["metrics"]["test_accuracy"])
+    assert metrics["epochs_trained"] == 2
+
+
+def test_every_artifact_is_there(finished):
+    paths = set(_artifacts(finished["client"], finished["run"].info.run_id))
+    assert EXPECTED_ARTIFACTS <= paths, EXPECTED_ARTIFACTS - paths
+
+
+def test_confusion_matrix_and_report_match_the_test_set(finished):
+    client, run_id = finished["client"], finished["run"].info.run_id
+    csv = mlflow.artifacts.load_text(f"runs:/{run_id}/reports/confusion_matrix.csv")
+    rows = [list(map(int, line.split(",")[1:])) for line in csv.strip().splitlines()[1:]]
+    cm = np.array(rows)
+    assert cm.shape == (10, 10) and cm.sum() == 500
+    accuracy = finished["run"].data.metrics["test_accuracy"]
+    assert np.trace(cm) / 500 == pytest.approx(accuracy)
+    report = mlflow.artifacts.load_dict(f"runs:/{run_id}/reports/classification_report.json")
+    assert report["accuracy"] == pytest.approx(accuracy)
+    assert client is not None
+
+
+def test_checkpoint_reloads_in_plain_keras_and_predicts_like_the_trained_model(finished):
+    run_id = finished["run"].info.run_id
+    local = mlflow.artifacts.download_artifacts(
+        f"runs:/{run_id}/checkpoints/cnn_best_model.h5", dst_path=str(finished["store"] / "dl")
+    )
+    reloaded = keras.models.load_model(local)
+    x = data.load(validate(finished["cfg"]).data, seed=42).x_test
+    np.testing.assert_allclose(
+        reloaded.predict(x, verbose=0), finished["model"].predict(x, verbose=0), atol=1e-5
+    )
+
+
+def test_logged_model_has_a_signature_and_predicts_the_same(finished):
+    run = finished["run"]
+    logged = mlflow.search_logged_models(
+        experiment_ids=[run.info.experiment_id], output_format="list"
+    )
+    assert len(logged) == 1 and logged[0].source_run_id == run.info.run_id
+    model_uri = f"models:/{logged[0].model_id}"
+    info = mlflow.models.get_model_info(model_uri)
+    assert "keras" in info.flavors
+    assert info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 28, 28, 1)
+    assert info.saved_input_example_info is not None
+    loaded = mlflow.pyfunc.load_model(model_uri)
+    x = data.load(validate(finished["cfg"]).data, seed=42).x_test[:20]
+    np.testing.assert_allclose(
+        np.asarray(loaded.predict(x)), finished["model"].predict(x, verbose=0), atol=1e-5
+    )
+
+
+def test_datasets_are_the_run_inputs(finished):
+    inputs = finished["run"].inputs.dataset_inputs
+    by_context = {
+        next(t.value for t in i.tags if t.key == "mlflow.data.context"): i.dataset for i in inputs
+    }
+    assert set(by_context) == {"training", "validation", "testing"}
+    assert by_context["training"].name == "mnist-train"
+    assert len(by_context["training"].digest) == 16
+    assert "resources/mnist" in json.loads(by_context["testing"].source)["uri"]
