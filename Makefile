@@ -1,6 +1,6 @@
 # The README's commands. Each target sets up .venv first, so `make train` and
 # `make test` work on their own from a fresh clone.
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=

@@ -154,7 +154,7 @@ class CheckpointConfig:
 @dataclass
 class TrainerConfig:
     epochs: int = spec(15, ge=1)
-    batch_size: int = spec(128, ge=1)
+    batch_size: int = spec(32, ge=1)
     seed: int = spec(42, ge=0)
     verbose: int = spec(2, choices=(0, 1, 2))  # Keras fit verbosity: 2 = one line per epoch
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)

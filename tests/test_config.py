@@ -28,7 +28,22 @@ def test_defaults_are_the_seed_cnn_with_adam_and_dropout():
 def test_every_option_composes_and_validates(group):
     for option in sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")):
         conf = validate(compose_cfg(f"{group}={option}"))
-        assert getattr(conf, group).name == option
+        expected = {"cnn_default": "dropout", "mlp_default": "none"}.get(option, option)
+        assert getattr(conf, group).name == expected
+
+
+@pytest.mark.parametrize(
+    ("overrides", "regularization"),
+    [
+        ([], "dropout"),  # the seed's CNN had dropout
+        (["model=mlp"], "none"),  # the seed's MLP had none
+        (["model=mlp", "regularization=dropout"], "dropout"),
+        (["regularization=l2", "model=mlp"], "l2"),  # order does not matter
+        (["model=cnn", "regularization=none"], "none"),
+    ],
+)
+def test_each_model_defaults_to_the_seeds_regularization(overrides, regularization):
+    assert validate(compose_cfg(*overrides)).regularization.name == regularization
 
 
 # Each bad override, and the text the error must contain (the key, and what is allowed).
@@ -105,4 +120,5 @@ def test_help_lists_every_option():
     for group in ("model", "optimizer", "regularization"):
         options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
         line = next(ln for ln in result.stdout.splitlines() if ln.strip().startswith(group + ":"))
-        assert line.split(":", 1)[1].strip() == ", ".join(options)
+        listed = line.split(":", 1)[1].replace(",", " ").split()
+        assert set(options) <= set(listed), group
