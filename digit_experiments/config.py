@@ -157,6 +157,9 @@ class TrainerConfig:
     batch_size: int = spec(32, ge=1)
     seed: int = spec(42, ge=0)
     verbose: int = spec(2, choices=(0, 1, 2))  # Keras fit verbosity: 2 = one line per epoch
+    # TensorFlow intra-op threads; null: all cores, or an even share of them when a
+    # launcher runs jobs in parallel (hydra/launcher=joblib hydra.launcher.n_jobs=2).
+    threads: int | None = spec(None, ge=1)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 

@@ -73,3 +73,49 @@ def sample_predictions(
     fig.suptitle("sample test predictions (red: misclassified)")
     fig.tight_layout()
     return fig
+
+
+def sweep_comparison(rows: list[dict]) -> Figure:
+    """Test accuracy per job, and accuracy against training time."""
+    fig, (bars, scatter) = plt.subplots(1, 2, figsize=(13, 4.5))
+    labels = [_short(f"{r['job']}: {r['overrides'] or r['run_id'][:8]}") for r in rows]
+    accuracy = [r["test_accuracy"] for r in rows]
+    positions = np.arange(len(rows))
+    bars.barh(positions, accuracy, color="tab:blue")
+    bars.set_yticks(positions, labels, fontsize=7)
+    bars.invert_yaxis()
+    low = min(accuracy)
+    bars.set_xlim(max(0.0, low - (1 - low) * 0.5 - 0.005), 1.0)
+    bars.set_xlabel("test accuracy")
+    bars.set_title("test accuracy per job")
+    for y, value in zip(positions, accuracy):
+        bars.text(value, y, f" {value:.4f}", va="center", fontsize=7)
+    seconds = [r["seconds"] or 0.0 for r in rows]
+    scatter.scatter(seconds, accuracy)
+    for x, y, r in zip(seconds, accuracy, rows):
+        scatter.annotate(str(r["job"]), (x, y), textcoords="offset points", xytext=(4, 4))
+    scatter.set_xlabel("training seconds")
+    scatter.set_ylabel("test accuracy")
+    scatter.set_title("accuracy against training time")
+    scatter.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def optimization_history(values: list[float]) -> Figure:
+    """Each trial's objective (validation accuracy) and the best so far."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    trials = np.arange(len(values))
+    ax.scatter(trials, values, label="trial")
+    ax.plot(trials, np.maximum.accumulate(values), color="tab:red", label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("best validation accuracy")
+    ax.set_title("optimisation history")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def _short(label: str, limit: int = 60) -> str:
+    return label if len(label) <= limit else label[: limit - 1] + "…"

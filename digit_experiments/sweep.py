@@ -25,9 +25,9 @@ from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
+# The parent run's id, for the jobs (read by tracking.tracked_run).
 PARENT_ENV = "DIGITS_PARENT_RUN_ID"
 TRACKING_ENV = "MLFLOW_TRACKING_URI"
-EXPERIMENT_ENV = "MLFLOW_EXPERIMENT_ID"
 
 
 class MlflowSweepCallback(Callback):
@@ -74,7 +74,6 @@ class MlflowSweepCallback(Callback):
         # under this parent.
         os.environ[PARENT_ENV] = self.parent_id
         os.environ[TRACKING_ENV] = self.uri
-        os.environ[EXPERIMENT_ENV] = experiment_id
         mlflow.set_tracking_uri(self.uri)
         atexit.register(self._finish_if_open)
         log.info("sweep: MLflow parent run %s (%s)", self.parent_id, sweep_name(overrides))
@@ -91,8 +90,7 @@ class MlflowSweepCallback(Callback):
 
             compare.finish_parent(self.uri, parent_id, self.sweep_dir)
         finally:
-            for key in (PARENT_ENV, EXPERIMENT_ENV):
-                os.environ.pop(key, None)
+            os.environ.pop(PARENT_ENV, None)
 
 
 def sweep_name(overrides: list[str]) -> str:

@@ -24,6 +24,8 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from digit_experiments.sweep import PARENT_ENV
+
 log = logging.getLogger(__name__)
 
 # MLflow refuses batches of more than 100 params and values longer than 6000 characters.
@@ -70,6 +72,15 @@ def ensure_experiment(name: str, uri: str, root: Path) -> str:
         if experiment is None:
             raise
         return experiment.experiment_id
+
+
+def experiment_for_run(name: str, uri: str, root: Path) -> str:
+    """The experiment a run goes to: the sweep's parent's, for a job of a sweep (children
+    can only be shown nested under a parent in the same experiment), else `name`."""
+    parent = os.environ.get(PARENT_ENV)
+    if parent:
+        return MlflowClient(tracking_uri=uri).get_run(parent).info.experiment_id
+    return ensure_experiment(name, uri, root)
 
 
 def _slug(name: str) -> str:
@@ -264,16 +275,17 @@ def tracked_run(
     """Start (or resume) a run; end it FINISHED, FAILED or KILLED, salvaging on failure.
 
     Under `mlflow run`, MLFLOW_RUN_ID names the run MLflow already opened: start_run
-    resumes it rather than opening a second one. Inside an active run (a sweep's
-    parent), the new run is nested under it.
+    resumes it rather than opening a second one. In a sweep, the run is a child of the
+    sweep's parent run; inside an active run, it is nested under that one.
     """
     resume = os.environ.get("MLFLOW_RUN_ID")
-    parent = mlflow.active_run()
     run = mlflow.start_run(
         run_id=resume,
         experiment_id=None if resume else experiment_id,
         run_name=None if resume else run_name,
-        nested=parent is not None,
+        nested=mlflow.active_run() is not None,
+        # A sweep's job: the sweep callback put the parent run's id in the environment.
+        parent_run_id=None if resume else os.environ.get(PARENT_ENV),
         tags=tags,
     )
     if resume:

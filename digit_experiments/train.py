@@ -49,6 +49,7 @@ def train(cfg: DictConfig, output_dir: Path | None = None) -> dict[str, float]:
     """
     conf = validate(cfg)
     runtime = _hydra_runtime()
+    _limit_threads(conf.trainer.threads or _fair_share(runtime))
     root = Path(runtime["cwd"]) if runtime else Path.cwd()
     if output_dir is None:
         output_dir = runtime["output_dir"] if runtime else tempfile.mkdtemp(prefix="digits-")
@@ -61,7 +62,7 @@ def train(cfg: DictConfig, output_dir: Path | None = None) -> dict[str, float]:
 
     uri = tracking.resolve_tracking_uri(conf.tracking.uri, root)
     mlflow.set_tracking_uri(uri)
-    experiment_id = tracking.ensure_experiment(conf.tracking.experiment, uri, root)
+    experiment_id = tracking.experiment_for_run(conf.tracking.experiment, uri, root)
     tags = {
         "model": conf.model.name,
         "optimizer": conf.optimizer.name,
@@ -71,7 +72,12 @@ def train(cfg: DictConfig, output_dir: Path | None = None) -> dict[str, float]:
     commit = tracking.git_commit(root)
     if commit:
         tags["git_commit"] = commit
-    with tracking.tracked_run(experiment_id, run_name(conf), tags, output_dir) as record:
+    name = run_name(conf)
+    if runtime and runtime["multirun"]:
+        # The sweep's comparison matches jobs to runs by these.
+        tags.update(hydra_job_num=str(runtime["job_num"]), job_dir=str(output_dir))
+        name = f"{name} #{runtime['job_num']}"
+    with tracking.tracked_run(experiment_id, name, tags, output_dir) as record:
         log.info(
             "MLflow run %s in %s (experiment %r)",
             record.run_id,
@@ -227,6 +233,32 @@ def _log_datasets(record, splits) -> None:
         record.dataset(x, y, name=name, source=splits.source, digest=digest, context=context)
 
 
+def _fair_share(runtime: dict | None) -> int | None:
+    """Threads per job when a launcher runs several jobs at once (joblib n_jobs > 1):
+    the cores split between them, so they do not fight over the same cores."""
+    if not runtime or runtime["parallel_jobs"] <= 1:
+        return None  # TensorFlow's default: all cores
+    return max(1, (os.cpu_count() or 1) // runtime["parallel_jobs"])
+
+
+def _limit_threads(threads: int | None) -> None:
+    """Cap TensorFlow's threads (before it starts its thread pools)."""
+    if threads is None:
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
+    except RuntimeError:
+        # Already initialised: a later job in a reused worker process keeps the first cap.
+        log.debug(
+            "TensorFlow threads already set to %s",
+            tf.config.threading.get_intra_op_parallelism_threads(),
+        )
+    log.info("TensorFlow limited to %d threads", threads)
+
+
 def _requirements() -> list[str]:
     """Pinned requirements for the logged model (skips MLflow's slow inference step)."""
     return [f"{name}=={metadata.version(name)}" for name in LOGGED_REQUIREMENTS]
@@ -243,6 +275,8 @@ def _hydra_runtime() -> dict | None:
         "output_dir": hc.runtime.output_dir,
         "overrides": list(hc.overrides.task),
         "multirun": str(hc.mode) == "RunMode.MULTIRUN",
+        "job_num": hc.job.num if hc.job.get("num") is not None else 0,
+        "parallel_jobs": int(OmegaConf.select(hc, "launcher.n_jobs", default=1) or 1),
     }
 
 

@@ -117,7 +117,7 @@ def test_help_and_cfg_do_not_import_tensorflow_or_mlflow(tmp_path, args):
 
 def test_help_lists_every_option():
     result = run_cli("--help", cwd=CONF_DIR.parent)
-    for group in ("model", "optimizer", "regularization"):
+    for group in ("model", "optimizer", "regularization", "experiment", "hparams_search"):
         options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
         line = next(ln for ln in result.stdout.splitlines() if ln.strip().startswith(group + ":"))
         listed = line.split(":", 1)[1].replace(",", " ").split()
