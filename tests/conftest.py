@@ -6,9 +6,14 @@ images, 500 test images, 1 epoch); full-size runs are marked `slow`.
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -62,3 +67,50 @@ def _isolated(monkeypatch, tmp_path):
         if key.startswith("MLFLOW_"):
             monkeypatch.delenv(key)
     monkeypatch.chdir(tmp_path)
+
+
+def http(url: str, body: dict | None = None) -> bytes:
+    """GET (or POST a JSON body) and return the response body."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.read()
+
+
+@contextmanager
+def mlflow_process(*args: str, cwd: Path, timeout: float = 90):
+    """A real `mlflow ARGS --host 127.0.0.1 --port N` process; yields its base URL once
+    /health answers, and stops it afterwards."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    process = subprocess.Popen(
+        [str(mlflow_bin), *args, "--host", "127.0.0.1", "--port", str(port)],
+        cwd=cwd,
+        env=clean_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if http(f"{base}/health") == b"OK":
+                    break
+            except OSError:
+                pass
+            if process.poll() is not None:
+                raise RuntimeError(f"mlflow {args[0]} exited: {process.stderr.read()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"mlflow {args[0]} did not answer in {timeout} s")
+            time.sleep(0.5)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()

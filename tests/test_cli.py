@@ -4,17 +4,11 @@ real `mlflow ui` process started in the project directory shows of them."""
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from .conftest import clean_env, run_cli
+from .conftest import http, mlflow_process, run_cli
 
 TINY = ["model=mlp", "data.train_limit=1000", "data.test_limit=200", "trainer.epochs=1"]
 
@@ -55,58 +49,21 @@ def test_hydra_files_and_checkpoint_are_artifacts_under_mlruns(project):
     assert (artifact_root / "checkpoints" / "mlp_best_model.h5").is_file()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get(url: str, body: dict | None = None) -> bytes:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return response.read()
-
-
 def test_mlflow_ui_started_in_the_project_shows_the_runs(project):
     root, runs = project
-    port = _free_port()
-    mlflow_bin = Path(sys.executable).with_name("mlflow")
-    ui = subprocess.Popen(
-        [str(mlflow_bin), "ui", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=root,
-        env=clean_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if _get(f"{base}/health") == b"OK":
-                    break
-            except OSError:
-                pass
-            assert ui.poll() is None, ui.stderr.read()
-            assert time.monotonic() < deadline, "mlflow ui did not come up in 90 s"
-            time.sleep(0.5)
+    with mlflow_process("ui", cwd=root) as base:
         experiment_id = runs[0].info.experiment_id
         found = json.loads(
-            _get(f"{base}/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment_id]})
+            http(f"{base}/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment_id]})
         )["runs"]
         assert {r["info"]["run_id"] for r in found} == {r.info.run_id for r in runs}
         run_id = runs[0].info.run_id
         listing = json.loads(
-            _get(f"{base}/api/2.0/mlflow/artifacts/list?run_id={run_id}&path=checkpoints")
+            http(f"{base}/api/2.0/mlflow/artifacts/list?run_id={run_id}&path=checkpoints")
         )
         assert [f["path"] for f in listing["files"]] == ["checkpoints/mlp_best_model.h5"]
-        png = _get(f"{base}/get-artifact?path=plots/learning_curves.png&run_uuid={run_id}")
+        png = http(f"{base}/get-artifact?path=plots/learning_curves.png&run_uuid={run_id}")
         assert png.startswith(b"\x89PNG")
-    finally:
-        ui.terminate()
-        ui.wait(timeout=30)
 
 
 def test_mlflow_tracking_uri_is_respected_and_relative_to_the_project(tmp_path):

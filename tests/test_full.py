@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from mlflow.tracking import MlflowClient
 
 from digit_experiments.train import train
 
-from .conftest import compose_cfg
+from .conftest import compose_cfg, http, mlflow_process, run_cli
 
 
 @pytest.mark.slow
@@ -26,3 +28,42 @@ def test_the_seed_models_beat_their_targets_on_full_mnist(tmp_path, model, targe
     assert run.info.status == "FINISHED"
     assert run.data.params["data.n_train"] == "54000"
     assert run.data.metrics["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+
+
+@pytest.mark.slow
+def test_mlp_vs_cnn_preset_on_full_mnist_seen_through_a_real_server(tmp_path):
+    result = run_cli("-m", "experiment=mlp_vs_cnn", cwd=tmp_path, timeout=1800)
+    assert result.returncode == 0, result.stderr[-4000:]
+    with mlflow_process(
+        "server", "--backend-store-uri", f"sqlite:///{tmp_path}/mlflow.db", cwd=tmp_path
+    ) as base:
+        experiment = json.loads(
+            http(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=mlp-vs-cnn")
+        )["experiment"]
+        runs = json.loads(
+            http(
+                f"{base}/api/2.0/mlflow/runs/search",
+                {"experiment_ids": [experiment["experiment_id"]]},
+            )
+        )["runs"]
+        tags = [{t["key"]: t["value"] for t in r["data"]["tags"]} for r in runs]
+        (parent,) = [r for r, t in zip(runs, tags) if t.get("sweep") == "true"]
+        children = {
+            t["model"]: r
+            for r, t in zip(runs, tags)
+            if t.get("mlflow.parentRunId") == parent["info"]["run_id"]
+        }
+        assert parent["info"]["status"] == "FINISHED" and set(children) == {"mlp", "cnn"}
+        accuracy = {}
+        for model, run in children.items():
+            assert run["info"]["status"] == "FINISHED"
+            metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
+            accuracy[model] = metrics["test_accuracy"]
+            listing = json.loads(
+                http(
+                    f"{base}/api/2.0/mlflow/artifacts/list?"
+                    f"run_id={run['info']['run_id']}&path=checkpoints"
+                )
+            )
+            assert [f["path"] for f in listing["files"]] == [f"checkpoints/{model}_best_model.h5"]
+        assert accuracy["mlp"] >= 0.975 and accuracy["cnn"] >= 0.990
