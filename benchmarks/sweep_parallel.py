@@ -25,18 +25,33 @@ RESULTS = ROOT / "benchmarks" / "results"
 VARIANTS = {
     "basic launcher (1 job at a time)": [],
     "joblib n_jobs=2, 1 TF thread each (default)": [
-        "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+    ],
     "joblib n_jobs=2, 2 TF threads each (oversubscribed)": [
-        "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "trainer.threads=2"],
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "trainer.threads=2",
+    ],
 }
 
 
 def run_sweep(extra: list[str], args) -> tuple[float, int]:
     with tempfile.TemporaryDirectory(prefix="sweep-bench-") as tmp:
-        command = [sys.executable, "-m", "digit_experiments.train", "-m",
-                   "model=mlp,cnn", "optimizer=adam,sgd", f"data.train_limit={args.train_limit}",
-                   "data.test_limit=2000", f"trainer.epochs={args.epochs}",
-                   "trainer.early_stopping.enabled=false", "tracking.log_model=false", *extra]
+        command = [
+            sys.executable,
+            "-m",
+            "digit_experiments.train",
+            "-m",
+            "model=mlp,cnn",
+            "optimizer=adam,sgd",
+            f"data.train_limit={args.train_limit}",
+            "data.test_limit=2000",
+            f"trainer.epochs={args.epochs}",
+            "trainer.early_stopping.enabled=false",
+            "tracking.log_model=false",
+            *extra,
+        ]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         env.pop("MLFLOW_TRACKING_URI", None)
         started = time.perf_counter()
@@ -48,8 +63,11 @@ def run_sweep(extra: list[str], args) -> tuple[float, int]:
 
         client = MlflowClient(f"sqlite:///{tmp}/mlflow.db")
         experiment = client.get_experiment_by_name("digit-experiments")
-        finished = [r for r in client.search_runs([experiment.experiment_id])
-                    if r.info.status == "FINISHED" and "hydra_job_num" in r.data.tags]
+        finished = [
+            r
+            for r in client.search_runs([experiment.experiment_id])
+            if r.info.status == "FINISHED" and "hydra_job_num" in r.data.tags
+        ]
         return seconds, len(finished)
 
 
@@ -62,8 +80,7 @@ def main() -> None:
     rows = []
     for name, extra in VARIANTS.items():
         seconds, finished = run_sweep(extra, args)
-        rows.append({"variant": name, "wall_seconds": round(seconds, 1),
-                     "finished_jobs": finished})
+        rows.append({"variant": name, "wall_seconds": round(seconds, 1), "finished_jobs": finished})
         print(f"{name:55s} {seconds:7.1f} s  {finished}/4 jobs finished", flush=True)
     base = rows[0]["wall_seconds"]
     for r in rows:
@@ -71,13 +88,18 @@ def main() -> None:
 
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
     RESULTS.mkdir(parents=True, exist_ok=True)
-    setup = (f"4 jobs (mlp,cnn x adam,sgd), {args.train_limit} training images, "
-             f"{args.epochs} epochs each, {machine}")
+    setup = (
+        f"4 jobs (mlp,cnn x adam,sgd), {args.train_limit} training images, "
+        f"{args.epochs} epochs each, {machine}"
+    )
     (RESULTS / "sweep_parallel.json").write_text(
-        json.dumps({"setup": setup, "rows": rows}, indent=2) + "\n")
+        json.dumps({"setup": setup, "rows": rows}, indent=2) + "\n"
+    )
     table = ["| variant | wall seconds | speed-up | jobs finished |", "|---|---|---|---|"]
-    table += [f"| {r['variant']} | {r['wall_seconds']} | {r['speedup']}x | "
-              f"{r['finished_jobs']}/4 |" for r in rows]
+    table += [
+        f"| {r['variant']} | {r['wall_seconds']} | {r['speedup']}x | {r['finished_jobs']}/4 |"
+        for r in rows
+    ]
     (RESULTS / "sweep_parallel.md").write_text(f"{setup}\n\n" + "\n".join(table) + "\n")
     print("\n" + setup)
     print("\n".join(table))

@@ -2,7 +2,10 @@
 
     digits compare                         # the latest sweep, best first
     digits compare --parent RUN_ID --metric test_f1_macro --markdown table.md
-    digits compare --experiment mlp-vs-cnn --csv runs.csv
+    digits promote                         # best run of the latest sweep -> registry
+    digits promote --experiment mlp-vs-cnn --filter "tags.model = 'cnn'" --dry-run
+    digits predict --model models:/mnist-digit-classifier@champion digit.png more/*.png
+    digits export --model models:/mnist-digit-classifier@champion --out cnn_best_model.h5
 
 Tracking URI as for training: --tracking-uri, else $MLFLOW_TRACKING_URI, else
 sqlite:///mlflow.db in the current directory.
@@ -20,6 +23,9 @@ class CliError(Exception):
 
 
 def main(argv: list[str] | None = None) -> int:
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -47,15 +53,53 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--csv", type=Path, metavar="FILE", help="also write CSV")
     compare.add_argument("--columns", help="comma-separated columns to show")
     compare.set_defaults(handler=_compare)
+
+    promote = commands.add_parser(
+        "promote", help="register the best run's model; move alias champion if it wins"
+    )
+    scope = promote.add_mutually_exclusive_group()
+    scope.add_argument("--parent", metavar="RUN_ID", help="a sweep's parent run")
+    scope.add_argument("--experiment", metavar="NAME", help="every run of an experiment")
+    promote.add_argument(
+        "--filter", metavar="SEARCH", help="MLflow search filter, e.g. \"tags.model = 'cnn'\""
+    )
+    promote.add_argument("--metric", default="test_accuracy", help="what 'best' means")
+    promote.add_argument("--name", default="mnist-digit-classifier", help="registered model")
+    promote.add_argument(
+        "--force",
+        action="store_true",
+        help="make it champion even if it does not beat the champion",
+    )
+    promote.add_argument("--dry-run", action="store_true", help="show the plan; change nothing")
+    promote.set_defaults(handler=_promote)
+
+    predict = commands.add_parser("predict", help="digits in images (PNG/JPEG) or .npy arrays")
+    predict.add_argument(
+        "--model",
+        required=True,
+        metavar="URI",
+        help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/..., or .h5/.keras",
+    )
+    predict.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    predict.add_argument("--json", action="store_true", help="JSON with all ten probabilities")
+    predict.set_defaults(handler=_predict)
+
+    export = commands.add_parser("export", help="write a model as .h5 for plain Keras")
+    export.add_argument("--model", required=True, metavar="URI")
+    export.add_argument("--out", required=True, type=Path, metavar="FILE")
+    export.set_defaults(handler=_export)
     return parser
 
 
 def _client(args):
+    import mlflow
     from mlflow.tracking import MlflowClient
 
     from digit_experiments import tracking
 
-    return MlflowClient(tracking.resolve_tracking_uri(args.tracking_uri, Path.cwd()))
+    uri = tracking.resolve_tracking_uri(args.tracking_uri, Path.cwd())
+    mlflow.set_tracking_uri(uri)  # models:/ URIs resolve against the same store
+    return MlflowClient(uri)
 
 
 def _compare(args) -> int:
@@ -108,6 +152,85 @@ def _compare(args) -> int:
         args.markdown.write_text(compare.to_markdown(rows, columns))
     if args.csv:
         args.csv.write_text(compare.to_csv(rows, columns))
+    return 0
+
+
+def _promote(args) -> int:
+    import os
+
+    from digit_experiments import registry
+
+    client = _client(args)
+    try:
+        runs = registry.candidate_runs(client, args.parent, args.experiment, args.filter)
+        plan = registry.plan_promotion(client, runs, args.name, args.metric, args.force)
+    except registry.RegistryError as e:
+        raise CliError(str(e)) from e
+    print(registry.describe(plan))
+    if args.dry_run:
+        print("dry run: nothing changed")
+        return 0
+    version = registry.apply(client, plan)
+    if plan.action != "none":
+        print(f"{args.name} version {version} is now {plan.action!r}")
+    # Under `mlflow run . -e promote`, record the decision on the project's run.
+    project_run = os.environ.get("MLFLOW_RUN_ID")
+    if project_run:
+        for key, value in {
+            "promoted_run_id": plan.run.info.run_id,
+            "alias": plan.action,
+            "model_version": version or "",
+            "reason": plan.reason,
+        }.items():
+            client.set_tag(project_run, key, value)
+    return 0
+
+
+def _predict(args) -> int:
+    import json
+
+    from digit_experiments import predict
+    from digit_experiments.preprocess import ImageError
+
+    try:
+        labels, images = predict.read_inputs(args.files)
+    except ImageError as e:
+        raise CliError(str(e)) from e
+    if args.model.startswith(("models:/", "runs:/")):
+        _client(args)
+    try:
+        model = predict.load_model(args.model)
+    except predict.ModelError as e:
+        raise CliError(str(e)) from e
+    probabilities = predict.predict(model, images)
+    results = [
+        {
+            "file": label,
+            "digit": int(p.argmax()),
+            "probability": float(p.max()),
+            "probabilities": [round(float(v), 6) for v in p],
+        }
+        for label, p in zip(labels, probabilities)
+    ]
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        width = max(len(r["file"]) for r in results)
+        for r in results:
+            print(f"{r['file']:{width}}  {r['digit']}  {r['probability']:.4f}")
+    return 0
+
+
+def _export(args) -> int:
+    from digit_experiments import predict
+
+    if args.model.startswith(("models:/", "runs:/")):
+        _client(args)
+    try:
+        out = predict.export(predict.load_model(args.model), args.out)
+    except predict.ModelError as e:
+        raise CliError(str(e)) from e
+    print(f"wrote {out}")
     return 0
 
 

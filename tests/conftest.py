@@ -57,6 +57,8 @@ def run_cli(
 def clean_env() -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env["PYTHONPATH"] = str(ROOT)
+    # As in an activated venv: mlflow's own subprocesses (uvicorn for serving) are found.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
 
 
@@ -78,7 +80,7 @@ def http(url: str, body: dict | None = None) -> bytes:
 
 
 @contextmanager
-def mlflow_process(*args: str, cwd: Path, timeout: float = 90):
+def mlflow_process(*args: str, cwd: Path, timeout: float = 90, env: dict | None = None):
     """A real `mlflow ARGS --host 127.0.0.1 --port N` process; yields its base URL once
     /health answers, and stops it afterwards."""
     with socket.socket() as s:
@@ -98,8 +100,8 @@ def mlflow_process(*args: str, cwd: Path, timeout: float = 90):
         deadline = time.monotonic() + timeout
         while True:
             try:
-                if http(f"{base}/health") == b"OK":
-                    break
+                http(f"{base}/health")
+                break
             except OSError:
                 pass
             if process.poll() is not None:

@@ -1,0 +1,237 @@
+"""The Model Registry: promote the best run's model, champion against challenger.
+
+Registry stages are deprecated in MLflow 3, so promotion uses aliases: `champion` is
+the version to serve; a candidate that does not beat it becomes `challenger`. Both are
+compared on the same data, the full MNIST test set (bundled), by loading each model and
+evaluating it here, so that runs made on different test slices are compared fairly.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import mlflow
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from digit_experiments import compare
+
+log = logging.getLogger(__name__)
+
+DEFAULT_NAME = "mnist-digit-classifier"
+CHAMPION, CHALLENGER = "champion", "challenger"
+# Metrics that are re-computed on the full test set for both models.
+TEST_METRICS = ("test_accuracy", "test_f1_macro", "test_precision_macro", "test_recall_macro")
+
+
+class RegistryError(Exception):
+    """Something the user asked for that the store cannot give (no such run, model...)."""
+
+
+@dataclass
+class Plan:
+    """What `promote` will do, and why (shown by --dry-run, then applied)."""
+
+    name: str
+    metric: str
+    run: Run
+    model_id: str
+    candidate_score: float
+    champion_version: str | None = None
+    champion_run_id: str | None = None
+    champion_score: float | None = None
+    existing_version: str | None = None  # the candidate's model is already registered
+    action: str = ""  # "champion", "challenger" or "none"
+    reason: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def candidate_runs(
+    client: MlflowClient,
+    parent: str | None = None,
+    experiment: str | None = None,
+    filter_string: str | None = None,
+) -> list[Run]:
+    """Finished runs that logged a model: of a sweep (default: the latest one), or of an
+    experiment, optionally narrowed by an MLflow search filter."""
+    if experiment is not None:
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            raise RegistryError(f"--experiment: no experiment named {experiment!r}")
+        experiment_ids = [found.experiment_id]
+        scope = [f"experiment {experiment!r}"]
+        conditions = []
+    else:
+        if parent is None:
+            all_ids = [e.experiment_id for e in client.search_experiments()]
+            sweep = compare.latest_sweep(client, all_ids) if all_ids else None
+            if sweep is None:
+                raise RegistryError("no sweep found: pass --experiment NAME or --parent RUN_ID")
+        else:
+            try:
+                sweep = client.get_run(parent)
+            except MlflowException as e:
+                raise RegistryError(f"--parent: no run {parent!r}") from e
+        experiment_ids = [sweep.info.experiment_id]
+        scope = [f"sweep {sweep.info.run_name!r} ({sweep.info.run_id})"]
+        conditions = [f"tags.`{compare.PARENT_TAG}` = '{sweep.info.run_id}'"]
+    conditions.append("attributes.status = 'FINISHED'")
+    if filter_string:
+        conditions.append(filter_string)  # MLflow's search syntax has no parentheses
+        scope.append(f"filter {filter_string!r}")
+    try:
+        runs = client.search_runs(experiment_ids, " and ".join(conditions), max_results=10_000)
+    except MlflowException as e:
+        raise RegistryError(f"--filter: {e.message}") from e
+    runs = [r for r in runs if r.data.tags.get("sweep") != "true"]
+    if not runs:
+        raise RegistryError(f"no finished runs in {', '.join(scope)}")
+    return runs
+
+
+def logged_model_id(client: MlflowClient, run: Run) -> str | None:
+    models = client.search_logged_models(
+        experiment_ids=[run.info.experiment_id],
+        filter_string=f"source_run_id = '{run.info.run_id}'",
+    )
+    return models[0].model_id if models else None
+
+
+def plan_promotion(
+    client: MlflowClient,
+    runs: list[Run],
+    name: str = DEFAULT_NAME,
+    metric: str = "test_accuracy",
+    force: bool = False,
+) -> Plan:
+    """Pick the best run by `metric` and decide what happens to the aliases."""
+    with_metric = [r for r in runs if metric in r.data.metrics]
+    if not with_metric:
+        raise RegistryError(f"--metric: no run has a metric {metric!r}")
+    ranked = sorted(with_metric, key=lambda r: r.data.metrics[metric], reverse=True)
+    best = next((r for r in ranked if logged_model_id(client, r)), None)
+    if best is None:
+        raise RegistryError(
+            f"none of the {len(ranked)} runs logged a model (tracking.log_model=false?)"
+        )
+    model_id = logged_model_id(client, best)
+    plan = Plan(name=name, metric=metric, run=best, model_id=model_id, candidate_score=0.0)
+    if best is not ranked[0]:
+        plan.notes.append(f"best run {ranked[0].info.run_id} has no logged model; skipped")
+
+    for version in client.search_model_versions(f"name = '{name}'"):
+        if version.run_id == best.info.run_id:
+            plan.existing_version = version.version
+    champion = _version_by_alias(client, name, CHAMPION)
+    plan.candidate_score = score(f"models:/{model_id}", best, metric)
+    if champion is not None:
+        plan.champion_version = champion.version
+        plan.champion_run_id = champion.run_id
+        champion_run = client.get_run(champion.run_id)
+        plan.champion_score = score(f"models:/{name}/{champion.version}", champion_run, metric)
+
+    if champion is not None and champion.run_id == best.info.run_id:
+        plan.action, plan.reason = "none", f"run {best.info.run_id} is already {CHAMPION}"
+    elif champion is None:
+        plan.action, plan.reason = CHAMPION, f"there is no {CHAMPION} yet"
+    elif plan.candidate_score > plan.champion_score:
+        plan.action = CHAMPION
+        plan.reason = (
+            f"{metric} {plan.candidate_score:.4f} beats the {CHAMPION}'s "
+            f"{plan.champion_score:.4f} (version {champion.version})"
+        )
+    elif force:
+        plan.action = CHAMPION
+        plan.reason = (
+            f"forced: {metric} {plan.candidate_score:.4f} does not beat the "
+            f"{CHAMPION}'s {plan.champion_score:.4f} (version {champion.version})"
+        )
+    else:
+        plan.action = CHALLENGER
+        plan.reason = (
+            f"not promoted: {metric} {plan.candidate_score:.4f} does not beat the "
+            f"{CHAMPION}'s {plan.champion_score:.4f} (version {champion.version})"
+        )
+    return plan
+
+
+def score(model_uri: str, run: Run, metric: str) -> float:
+    """`metric` for a model: test metrics re-computed on the full MNIST test set; any other
+    metric as the run logged it."""
+    if metric not in TEST_METRICS:
+        return float(run.data.metrics[metric])
+    from digit_experiments import data, evaluate, predict
+
+    arrays = data.load_idx_dir(data.bundled_dir())
+    model = predict.load_model(model_uri)
+    x_test = data.to_model_input(arrays["test_images"])
+    predicted = model.predict(x_test, batch_size=256, verbose=0).argmax(axis=1)
+    return evaluate.classification_metrics(arrays["test_labels"], predicted)[metric]
+
+
+def apply(client: MlflowClient, plan: Plan) -> str | None:
+    """Carry out a plan; returns the version that now holds the candidate (None: no-op)."""
+    if plan.action == "none":
+        return plan.champion_version
+    version = plan.existing_version
+    if version is None:
+        registered = mlflow.register_model(f"models:/{plan.model_id}", plan.name)
+        version = registered.version
+    run = plan.run
+    tags = {
+        "run_id": run.info.run_id,
+        "run_name": run.info.run_name,
+        "model_family": run.data.tags.get("model", ""),
+        "optimizer": run.data.tags.get("optimizer", ""),
+        "regularization": run.data.tags.get("regularization", ""),
+        "overrides": run.data.tags.get("overrides", ""),
+        "evaluated_on": "MNIST test set (10,000 images)",
+        f"full_test_{plan.metric}": f"{plan.candidate_score:.4f}",
+        "promotion": plan.reason,
+    }
+    for key in TEST_METRICS:
+        if key in run.data.metrics:
+            tags[key] = f"{run.data.metrics[key]:.4f}"
+    for key, value in tags.items():
+        client.set_model_version_tag(plan.name, version, key, value)
+    client.update_model_version(
+        plan.name,
+        version,
+        description=(
+            f"{run.info.run_name} (run {run.info.run_id}): {plan.metric} "
+            f"{plan.candidate_score:.4f} on the MNIST test set. {plan.reason}."
+        ),
+    )
+    client.set_registered_model_alias(plan.name, plan.action, version)
+    return version
+
+
+def describe(plan: Plan) -> str:
+    run = plan.run
+    lines = [
+        f"candidate: run {run.info.run_id} ({run.info.run_name}), {plan.metric} "
+        f"{plan.candidate_score:.4f} on the full MNIST test set",
+        f"{CHAMPION}: "
+        + (
+            f"version {plan.champion_version} (run {plan.champion_run_id}), "
+            f"{plan.metric} {plan.champion_score:.4f}"
+            if plan.champion_version
+            else "none"
+        ),
+        *plan.notes,
+    ]
+    if plan.action == "none":
+        lines.append(f"nothing to do: {plan.reason}")
+    else:
+        target = f"version {plan.existing_version}" if plan.existing_version else "a new version"
+        lines.append(f"-> {plan.name}: {target} gets alias {plan.action!r} ({plan.reason})")
+    return "\n".join(lines)
+
+
+def _version_by_alias(client: MlflowClient, name: str, alias: str):
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None

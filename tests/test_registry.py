@@ -1,0 +1,273 @@
+"""The registry, predict, serve and export, on a store with a weak MLP and a better CNN
+trained for real (small slices) as two jobs of one sweep."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import keras
+import mlflow
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from digit_experiments import cli, data, predict, sweep
+from digit_experiments.train import train
+
+from .conftest import clean_env, http, mlflow_process, small_cfg
+
+NAME = "mnist-digit-classifier"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """Two runs of one sweep (MLP ~85%, CNN ~96%) and a run without a logged model."""
+    root = tmp_path_factory.mktemp("registry")
+    uri = f"sqlite:///{root}/mlflow.db"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        for key in [k for k in __import__("os").environ if k.startswith("MLFLOW_")]:
+            mp.delenv(key)
+        train(
+            small_cfg(
+                root, "model=mlp", "tracking.log_model=false", "tracking.experiment=no-models"
+            ),
+            output_dir=root / "nomodel",
+        )
+        client = MlflowClient(uri)
+        experiment_id = client.get_experiment_by_name("digit-experiments")
+        experiment_id = (
+            experiment_id.experiment_id
+            if experiment_id
+            else client.create_experiment(
+                "digit-experiments", artifact_location=(root / "mlruns" / "de").as_uri()
+            )
+        )
+        parent = client.create_run(experiment_id, tags={"sweep": "true"}, run_name="sweep")
+        mp.setenv(sweep.PARENT_ENV, parent.info.run_id)
+        train(small_cfg(root, "model=mlp", "data.train_limit=1000"), output_dir=root / "mlp")
+        train(
+            small_cfg(root, "model=cnn", "data.train_limit=6000", "trainer.epochs=3"),
+            output_dir=root / "cnn",
+        )
+        client.set_terminated(parent.info.run_id)
+    mlflow.set_tracking_uri(uri)
+    runs = {
+        r.data.tags["model"]: r
+        for r in client.search_runs(
+            [experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+        )
+    }
+    return {"root": root, "uri": uri, "client": client, "runs": runs}
+
+
+def digits(store, *args, capsys):
+    """`digits ARGS` in-process; returns (exit code, stdout, stderr)."""
+    code = cli.main(["--tracking-uri", store["uri"], *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def _versions(store):
+    return sorted(int(v.version) for v in store["client"].search_model_versions(f"name = '{NAME}'"))
+
+
+def _alias(store, alias):
+    return store["client"].get_model_version_by_alias(NAME, alias)
+
+
+def test_promote_champion_challenger_and_idempotence(store, capsys):
+    cnn, mlp = store["runs"]["cnn"], store["runs"]["mlp"]
+    code, out, _ = digits(store, "promote", "--dry-run", capsys=capsys)
+    assert code == 0 and "dry run: nothing changed" in out and cnn.info.run_id in out
+    assert _versions(store) == []
+
+    # The latest sweep's best run becomes version 1, champion.
+    code, out, _ = digits(store, "promote", capsys=capsys)
+    assert code == 0 and "version 1 is now 'champion'" in out
+    champion = _alias(store, "champion")
+    assert champion.run_id == cnn.info.run_id
+    assert champion.tags["model_family"] == "cnn"
+    assert float(champion.tags["test_accuracy"]) == pytest.approx(
+        cnn.data.metrics["test_accuracy"], abs=1e-4
+    )
+    assert "MNIST test set" in champion.description
+
+    # Promoting the champion again creates nothing.
+    code, out, _ = digits(store, "promote", capsys=capsys)
+    assert code == 0 and "already champion" in out and _versions(store) == [1]
+
+    # A worse model becomes challenger, and says why.
+    code, out, _ = digits(store, "promote", "--filter", "tags.model = 'mlp'", capsys=capsys)
+    assert code == 0 and "not promoted" in out and "does not beat" in out
+    assert _versions(store) == [1, 2]
+    assert _alias(store, "challenger").run_id == mlp.info.run_id
+    assert str(_alias(store, "champion").version) == "1"
+
+    # --force moves the alias to the existing version: no third version.
+    code, out, _ = digits(
+        store, "promote", "--filter", "tags.model = 'mlp'", "--force", capsys=capsys
+    )
+    assert code == 0 and "forced" in out and _versions(store) == [1, 2]
+    assert str(_alias(store, "champion").version) == "2"
+
+    # The better CNN beats it back, evaluated on the same (full) test set.
+    code, out, _ = digits(
+        store, "promote", "--parent", cnn.data.tags["mlflow.parentRunId"], capsys=capsys
+    )
+    assert code == 0 and "beats" in out and str(_alias(store, "champion").version) == "1"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--experiment", "nowhere"], "no experiment named 'nowhere'"),
+        (["--experiment", "no-models"], "none of the 1 runs logged a model"),
+        (["--experiment", "digit-experiments", "--metric", "nonsense"], "no run has a metric"),
+        (["--experiment", "digit-experiments", "--filter", "tags.model == "], "--filter"),
+        (["--parent", "0123456789abcdef"], "no run '0123456789abcdef'"),
+    ],
+)
+def test_promote_refuses_bad_requests_and_leaves_the_registry_alone(store, capsys, args, message):
+    before = _versions(store)
+    code, _, err = digits(store, "promote", *args, capsys=capsys)
+    assert code == 1 and message in err
+    assert _versions(store) == before
+
+
+@pytest.fixture(scope="module")
+def pictures(store):
+    """200 MNIST test digits as PNG files: as they are, inverted (dark ink on light paper)
+    and 4x larger, plus the same as a .npy array."""
+    arrays = data.load_idx_dir(data.bundled_dir())
+    images, labels = arrays["test_images"][:200], arrays["test_labels"][:200]
+    folders = {name: store["root"] / "pictures" / name for name in ("plain", "inverted_4x")}
+    for folder in folders.values():
+        folder.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(folders["plain"] / f"{i:03d}.png")
+        big = Image.fromarray(255 - image).resize((112, 112), Image.Resampling.BICUBIC)
+        big.save(folders["inverted_4x"] / f"{i:03d}.png")
+    np.save(store["root"] / "pictures" / "batch.npy", images)
+    return folders, images, labels
+
+
+def test_predict_reads_pictures_like_mnist_in_both_polarities_and_any_size(store, pictures, capsys):
+    folders, images, labels = pictures
+    model = predict.load_model(f"models:/{NAME}@champion")
+    raw = predict.predict(model, data.to_model_input(images)).argmax(axis=1)
+    raw_accuracy = np.mean(raw == labels)
+    assert raw_accuracy > 0.85
+    for name, folder in folders.items():
+        files = sorted(folder.glob("*.png"))
+        code, out, err = digits(
+            store,
+            "predict",
+            "--model",
+            f"models:/{NAME}@champion",
+            "--json",
+            *map(str, files),
+            capsys=capsys,
+        )
+        assert code == 0, err
+        results = json.loads(out)
+        assert [r["file"] for r in results] == [str(f) for f in files]
+        assert all(len(r["probabilities"]) == 10 for r in results)
+        accuracy = np.mean([r["digit"] for r in results] == labels)
+        assert accuracy >= raw_accuracy - 0.05, name
+
+    code, out, _ = digits(
+        store,
+        "predict",
+        "--model",
+        f"models:/{NAME}/1",
+        str(store["root"] / "pictures" / "batch.npy"),
+        capsys=capsys,
+    )
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 200 and lines[0].split()[0].endswith("batch.npy[0]")
+    assert np.mean([int(line.split()[1]) for line in lines] == labels) >= raw_accuracy - 0.01
+
+
+def test_predict_refuses_bad_input_with_a_clear_error(store, pictures, tmp_path, capsys):
+    (tmp_path / "notes.png").write_text("not a picture")
+    Image.fromarray(np.full((40, 40), 230, np.uint8)).save(tmp_path / "blank.png")
+    np.save(tmp_path / "flat.npy", np.zeros((3, 5)))
+    good = str(sorted(pictures[0]["plain"].glob("*.png"))[0])
+    cases = [
+        ([f"models:/{NAME}@champion", str(tmp_path / "notes.png")], "notes.png: not an image"),
+        (
+            [f"models:/{NAME}@champion", str(tmp_path / "blank.png")],
+            "blank.png: the image is empty or all one colour",
+        ),
+        ([f"models:/{NAME}@champion", str(tmp_path / "flat.npy")], "flat.npy: expected images"),
+        ([f"models:/{NAME}@champion", str(tmp_path / "missing.png")], "missing.png: file not"),
+        ([f"models:/{NAME}@understudy", good], "alias understudy not found"),
+        (["models:/no-such-model/1", good], "no-such-model"),
+        ([str(tmp_path / "gone.h5"), good], "gone.h5: model file not found"),
+    ]
+    for (model, file), message in cases:
+        code, _, err = digits(store, "predict", "--model", model, file, capsys=capsys)
+        assert code == 1 and message in err, (message, err)
+
+
+def test_a_model_file_with_code_in_it_is_refused(tmp_path):
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Lambda(lambda x: x * 2.0),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10),
+        ]
+    )
+    for name in ("lambda.keras", "lambda.h5"):
+        model.save(tmp_path / name)
+        with pytest.raises(predict.ModelError, match="Lambda"):
+            predict.load_model(str(tmp_path / name))
+
+
+def test_export_writes_an_h5_that_plain_keras_loads_elsewhere(store, pictures, tmp_path, capsys):
+    out = tmp_path / "cnn_best_model.h5"
+    code, _, err = digits(
+        store, "export", "--model", f"models:/{NAME}@champion", "--out", str(out), capsys=capsys
+    )
+    assert code == 0, err
+    images = data.to_model_input(pictures[1][:20])
+    np.save(tmp_path / "x.npy", images)
+    script = (
+        "import keras, numpy as np; m = keras.models.load_model('cnn_best_model.h5'); "
+        "np.save('p.npy', m.predict(np.load('x.npy'), verbose=0))"
+    )
+    env = {k: v for k, v in clean_env().items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    expected = predict.predict(predict.load_model(f"models:/{NAME}@champion"), images)
+    np.testing.assert_allclose(np.load(tmp_path / "p.npy"), expected, atol=1e-5)
+
+
+def test_mlflow_models_serve_answers_like_the_model_in_process(store, pictures):
+    images = data.to_model_input(pictures[1][:8])
+    expected = predict.predict(predict.load_model(f"models:/{NAME}@champion"), images)
+    with mlflow_process(
+        "models",
+        "serve",
+        "-m",
+        f"models:/{NAME}@champion",
+        "--env-manager",
+        "local",
+        cwd=store["root"],
+        timeout=180,
+        env={"MLFLOW_TRACKING_URI": store["uri"]},
+    ) as base:
+        answer = json.loads(http(f"{base}/invocations", {"inputs": images.tolist()}))
+    np.testing.assert_allclose(np.array(answer["predictions"]), expected, atol=1e-5)
