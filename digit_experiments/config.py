@@ -59,14 +59,14 @@ class DataConfig:
 
 @dataclass
 class MLPConfig:
-    name: str = "mlp"
+    name: str = spec("mlp", choices=("mlp",))  # fixed: it picks the builder
     hidden_units: list[int] = spec(factory=lambda: [128, 64], each=True, ge=1)
     activation: str = spec("relu", choices=ACTIVATIONS)
 
 
 @dataclass
 class CNNConfig:
-    name: str = "cnn"
+    name: str = spec("cnn", choices=("cnn",))  # fixed: it picks the builder
     # One conv block per entry: Conv2D(filters, kernel) -> MaxPool(pool).
     conv_filters: list[int] = spec(factory=lambda: [32, 64], each=True, ge=1)
     kernel_size: int = spec(3, ge=1)
@@ -80,7 +80,7 @@ class CNNConfig:
 
 @dataclass
 class AdamConfig:
-    name: str = "adam"
+    name: str = spec("adam", choices=("adam",))  # fixed: it picks the builder
     learning_rate: float = spec(1e-3, gt=0.0)
     beta_1: float = spec(0.9, ge=0.0, lt=1.0)
     beta_2: float = spec(0.999, ge=0.0, lt=1.0)
@@ -91,7 +91,7 @@ class AdamConfig:
 
 @dataclass
 class AdamWConfig:
-    name: str = "adamw"
+    name: str = spec("adamw", choices=("adamw",))  # fixed: it picks the builder
     learning_rate: float = spec(1e-3, gt=0.0)
     weight_decay: float = spec(1e-4, ge=0.0)
     beta_1: float = spec(0.9, ge=0.0, lt=1.0)
@@ -102,7 +102,7 @@ class AdamWConfig:
 
 @dataclass
 class SGDConfig:
-    name: str = "sgd"
+    name: str = spec("sgd", choices=("sgd",))  # fixed: it picks the builder
     learning_rate: float = spec(0.01, gt=0.0)
     momentum: float = spec(0.9, ge=0.0, lt=1.0)
     nesterov: bool = True
@@ -111,7 +111,7 @@ class SGDConfig:
 
 @dataclass
 class RMSpropConfig:
-    name: str = "rmsprop"
+    name: str = spec("rmsprop", choices=("rmsprop",))  # fixed: it picks the builder
     learning_rate: float = spec(1e-3, gt=0.0)
     rho: float = spec(0.9, gt=0.0, lt=1.0)
     momentum: float = spec(0.0, ge=0.0, lt=1.0)

@@ -7,6 +7,8 @@ All models take (28, 28, 1) floats in [0, 1] and output 10 softmax probabilities
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 from keras import layers
 
@@ -84,36 +86,24 @@ def build_model(model_cfg, reg_cfg: RegularizationConfig) -> keras.Model:
     return BUILDERS[model_cfg.name](model_cfg, reg_cfg)
 
 
+OPTIMIZERS = {
+    "adam": keras.optimizers.Adam,
+    "adamw": keras.optimizers.AdamW,
+    "sgd": keras.optimizers.SGD,
+    "rmsprop": keras.optimizers.RMSprop,
+}
+
+
 def build_optimizer(cfg) -> keras.optimizers.Optimizer:
-    """A Keras optimizer from an optimizer config (see conf/optimizer/)."""
-    common = {"learning_rate": cfg.learning_rate, "clipnorm": cfg.clipnorm}
-    if cfg.name == "adam":
-        return keras.optimizers.Adam(
-            beta_1=cfg.beta_1,
-            beta_2=cfg.beta_2,
-            epsilon=cfg.epsilon,
-            amsgrad=cfg.amsgrad,
-            **common,
-        )
-    if cfg.name == "adamw":
-        return keras.optimizers.AdamW(
-            weight_decay=cfg.weight_decay,
-            beta_1=cfg.beta_1,
-            beta_2=cfg.beta_2,
-            epsilon=cfg.epsilon,
-            **common,
-        )
-    if cfg.name == "sgd":
-        return keras.optimizers.SGD(momentum=cfg.momentum, nesterov=cfg.nesterov, **common)
-    if cfg.name == "rmsprop":
-        return keras.optimizers.RMSprop(
-            rho=cfg.rho,
-            momentum=cfg.momentum,
-            epsilon=cfg.epsilon,
-            centered=cfg.centered,
-            **common,
-        )
-    raise ValueError(f"optimizer.name: unknown optimizer {cfg.name!r}")
+    """A Keras optimizer from an optimizer config (see conf/optimizer/).
+
+    Every field of an optimizer's schema but `name` is named as Keras names the
+    constructor's argument, so the config passes straight through."""
+    if cfg.name not in OPTIMIZERS:
+        raise ValueError(f"optimizer.name: unknown optimizer {cfg.name!r}")
+    arguments = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    del arguments["name"]
+    return OPTIMIZERS[cfg.name](**arguments)
 
 
 def summary_text(model: keras.Model) -> str:

@@ -26,24 +26,21 @@ class ImageError(ValueError):
 def to_grayscale(image: np.ndarray) -> np.ndarray:
     """(H, W), (H, W, 1), (H, W, 3) or (H, W, 4) in uint8 or [0, 1] -> float (H, W) in [0, 1]."""
     array = np.asarray(image)
-    if array.ndim == 3 and array.shape[-1] in (1, 3, 4):
-        if array.shape[-1] == 4:  # alpha: composite onto white paper
-            alpha = array[..., 3:4].astype(float) / (255.0 if array.dtype == np.uint8 else 1.0)
-            rgb = array[..., :3].astype(float) / (255.0 if array.dtype == np.uint8 else 1.0)
-            array = rgb * alpha + (1.0 - alpha)
-        elif array.shape[-1] == 1:
-            array = array[..., 0]
-        if array.ndim == 3:  # ITU-R 601 luma, as PIL's "L" mode
-            array = array[..., :3] @ np.array([0.299, 0.587, 0.114])
-    if array.ndim != 2:
+    values = array.astype(float)
+    if array.dtype == np.uint8 or (values.size and values.max() > 1.0):
+        values = values / 255.0
+    if values.ndim == 3 and values.shape[-1] == 4:  # transparency: composite onto white paper
+        alpha = values[..., 3:4]
+        values = values[..., :3] * alpha + (1.0 - alpha)
+    if values.ndim == 3 and values.shape[-1] == 3:  # ITU-R 601 luma, as PIL's "L" mode
+        values = values @ np.array([0.299, 0.587, 0.114])
+    if values.ndim == 3 and values.shape[-1] == 1:
+        values = values[..., 0]
+    if values.ndim != 2:
         raise ImageError(
-            f"expected a 2-D image (H x W, optionally with channels), got shape "
-            f"{np.asarray(image).shape}"
+            f"expected a 2-D image (H x W, optionally with channels), got shape {array.shape}"
         )
-    gray = array.astype(float)
-    if np.asarray(image).dtype == np.uint8 or gray.max() > 1.0:
-        gray = gray / 255.0
-    return np.clip(gray, 0.0, 1.0)
+    return np.clip(values, 0.0, 1.0)
 
 
 def to_mnist(image: np.ndarray) -> np.ndarray:

@@ -65,6 +65,8 @@ OUT_OF_RANGE = [
     ("model.conv_filters=[32,0]", "model.conv_filters[1] must be >= 1"),
     ("model.activation=sigmoidal", "model.activation must be one of"),
     ("tracking.sample_predictions=0", "tracking.sample_predictions must be >= 1"),
+    ("model.name=resnet", "model.name must be one of [cnn], got 'resnet'"),
+    ("optimizer.name=lion", "optimizer.name must be one of [adam], got 'lion'"),
 ]
 
 
