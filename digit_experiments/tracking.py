@@ -205,11 +205,16 @@ class RunLog:
 
     def keras_model(self, model, input_example, pip_requirements: list[str]) -> str:
         """Log the model as an MLflow model (Keras 3 flavor); returns its models:/ URI."""
+        import warnings
+
         import mlflow.keras
         from mlflow.models import infer_signature
 
         signature = infer_signature(input_example, model.predict(input_example, verbose=0))
-        with _keras_input_example_fix():
+        with _keras_input_example_fix(), warnings.catch_warnings():
+            # MLflow reloads the saved model to check the input example; Keras then warns
+            # that the optimizer state it does not need was not restored.
+            warnings.filterwarnings("ignore", "Skipping variable loading for optimizer")
             info = mlflow.keras.log_model(
                 model,
                 name="model",
