@@ -75,6 +75,18 @@ class CNNConfig:
     activation: str = spec("relu", choices=ACTIVATIONS)
 
 
+@dataclass
+class VGGConfig:
+    """A deeper VGG-style CNN: blocks of 3x3 convolutions, each followed by batch
+    normalisation, then 2x2 max pooling; a dense head."""
+
+    name: str = spec("vgg", choices=("vgg",))  # fixed: it picks the builder
+    block_filters: list[int] = spec(factory=lambda: [32, 64, 128], each=True, ge=1)
+    convs_per_block: int = spec(2, ge=1)
+    dense_units: list[int] = spec(factory=lambda: [256], each=True, ge=1)
+    activation: str = spec("relu", choices=ACTIVATIONS)
+
+
 # --- optimizer ------------------------------------------------------------------------
 
 
@@ -124,6 +136,17 @@ class RMSpropConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """Random geometric changes to training images (Keras preprocessing layers inside
+    the model: active in training only, identity at inference and in the saved model)."""
+
+    enabled: bool = False
+    rotation: float = spec(10.0, ge=0.0, le=180.0)  # degrees, either way
+    shift: float = spec(0.1, ge=0.0, lt=1.0)  # fraction of the image, each axis
+    zoom: float = spec(0.1, ge=0.0, lt=1.0)  # fraction, in or out
+
+
+@dataclass
 class RegularizationConfig:
     name: str = "none"
     # Dropout after each conv block (CNNs) and after each hidden dense layer (all models).
@@ -131,6 +154,9 @@ class RegularizationConfig:
     dense_dropout: float = spec(0.0, ge=0.0, lt=1.0)
     # L2 penalty on every Conv2D/Dense kernel (biases are left alone, as usual).
     l2: float = spec(0.0, ge=0.0)
+    # Batch normalisation between each Conv2D/Dense layer and its activation.
+    batchnorm: bool = False
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 # --- trainer --------------------------------------------------------------------------
@@ -152,6 +178,21 @@ class CheckpointConfig:
 
 
 @dataclass
+class ScheduleConfig:
+    """How the learning rate moves during training (from optimizer.learning_rate).
+
+    constant; cosine: warm-up then cosine decay to min_fraction of the peak; onecycle:
+    linear ramp up for warmup_epochs then cosine down (Smith's one-cycle); plateau: halve
+    (factor) when val_loss has not improved for `patience` epochs."""
+
+    name: str = spec("constant", choices=("constant", "cosine", "onecycle", "plateau"))
+    warmup_epochs: float = spec(0.0, ge=0.0)
+    min_fraction: float = spec(0.01, ge=0.0, le=1.0)
+    factor: float = spec(0.5, gt=0.0, lt=1.0)
+    patience: int = spec(2, ge=0)
+
+
+@dataclass
 class TrainerConfig:
     epochs: int = spec(15, ge=1)
     batch_size: int = spec(32, ge=1)
@@ -160,6 +201,9 @@ class TrainerConfig:
     # TensorFlow intra-op threads; null: all cores, or an even share of them when a
     # launcher runs jobs in parallel (hydra/launcher=joblib hydra.launcher.n_jobs=2).
     threads: int | None = spec(None, ge=1)
+    # Soft targets: the true class gets 1 - s + s/10, the others s/10 (0 = plain labels).
+    label_smoothing: float = spec(0.0, ge=0.0, lt=1.0)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
@@ -195,7 +239,7 @@ class Config:
 #   defaults: [/schema/model/cnn@_here_, _self_]
 SCHEMAS: dict[str, dict[str, type]] = {
     "data": {"mnist": DataConfig},
-    "model": {"mlp": MLPConfig, "cnn": CNNConfig},
+    "model": {"mlp": MLPConfig, "cnn": CNNConfig, "vgg": VGGConfig},
     "optimizer": {
         "adam": AdamConfig,
         "adamw": AdamWConfig,

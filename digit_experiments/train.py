@@ -98,8 +98,9 @@ def train(cfg: DictConfig, output_dir: Path | None = None) -> dict[str, float]:
 def fit_and_evaluate(conf: Config, record, output_dir: Path) -> dict[str, float]:
     """The steps of a run, in order: seed, data, model, fit, evaluate, report."""
     import keras
+    import numpy as np
 
-    from digit_experiments import callbacks, data, evaluate, models, plots
+    from digit_experiments import callbacks, data, evaluate, models, plots, schedules
 
     # One seed for NumPy, Python and TensorFlow: same config, same initial weights.
     keras.utils.set_random_seed(conf.trainer.seed)
@@ -108,9 +109,13 @@ def fit_and_evaluate(conf: Config, record, output_dir: Path) -> dict[str, float]
     log.info("data: %s from %s", splits.sizes(), splits.source)
 
     model = models.build_model(conf.model, conf.regularization)
+    steps_per_epoch = -(-len(splits.y_train) // conf.trainer.batch_size)
+    rate = schedules.learning_rate(conf.trainer.schedule, conf.optimizer.learning_rate,
+                                   conf.trainer.epochs, steps_per_epoch)
     model.compile(
-        optimizer=models.build_optimizer(conf.optimizer),
-        loss="sparse_categorical_crossentropy",
+        optimizer=models.build_optimizer(conf.optimizer, learning_rate=rate),
+        # One-hot targets, so that label smoothing is available (same loss without it).
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=conf.trainer.label_smoothing),
         metrics=["accuracy"],
     )
     record.params(
@@ -123,12 +128,13 @@ def fit_and_evaluate(conf: Config, record, output_dir: Path) -> dict[str, float]
 
     record.checkpoint = output_dir / f"{conf.model.name}_best_model.h5"
     started = time.perf_counter()
+    one_hot = np.eye(data.NUM_CLASSES, dtype=np.float32)
     history = model.fit(
         splits.x_train,
-        splits.y_train,
+        one_hot[splits.y_train],
         batch_size=conf.trainer.batch_size,
         epochs=conf.trainer.epochs,
-        validation_data=(splits.x_val, splits.y_val),
+        validation_data=(splits.x_val, one_hot[splits.y_val]),
         callbacks=_callbacks(conf, record, callbacks),
         verbose=conf.trainer.verbose,
     )
@@ -141,7 +147,7 @@ def fit_and_evaluate(conf: Config, record, output_dir: Path) -> dict[str, float]
     record.file(record.checkpoint, "checkpoints")
 
     test_loss, _ = model.evaluate(
-        splits.x_test, splits.y_test, batch_size=conf.trainer.batch_size, verbose=0
+        splits.x_test, one_hot[splits.y_test], batch_size=conf.trainer.batch_size, verbose=0
     )
     probabilities = model.predict(splits.x_test, batch_size=conf.trainer.batch_size, verbose=0)
     y_pred = probabilities.argmax(axis=1)
@@ -196,6 +202,8 @@ class _QuietLegacyH5(logging.Filter):
 def _callbacks(conf: Config, record, callbacks) -> list:
     import keras
 
+    from digit_experiments import schedules
+
     logging.getLogger("absl").addFilter(_QuietLegacyH5())
 
     stack = [
@@ -206,6 +214,7 @@ def _callbacks(conf: Config, record, callbacks) -> list:
             verbose=0,
         ),
         callbacks.EpochMetrics(record),
+        *schedules.callbacks(conf.trainer.schedule, conf.optimizer.learning_rate),
     ]
     stop = conf.trainer.early_stopping
     if stop.enabled:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
@@ -28,7 +30,8 @@ def test_defaults_are_the_seed_cnn_with_adam_and_dropout():
 def test_every_option_composes_and_validates(group):
     for option in sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")):
         conf = validate(compose_cfg(f"{group}={option}"))
-        expected = {"cnn_default": "dropout", "mlp_default": "none"}.get(option, option)
+        expected = {"cnn_default": "dropout", "mlp_default": "none",
+                    "vgg_default": "dropout"}.get(option, option)
         assert getattr(conf, group).name == expected
 
 
@@ -119,8 +122,11 @@ def test_help_and_cfg_do_not_import_tensorflow_or_mlflow(tmp_path, args):
 
 def test_help_lists_every_option():
     result = run_cli("--help", cwd=CONF_DIR.parent)
+    lines = result.stdout.splitlines()
     for group in ("model", "optimizer", "regularization", "experiment", "hparams_search"):
         options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
-        line = next(ln for ln in result.stdout.splitlines() if ln.strip().startswith(group + ":"))
-        listed = line.split(":", 1)[1].replace(",", " ").split()
+        start = next(i for i, ln in enumerate(lines) if ln.strip().startswith(group + ":"))
+        entry = [lines[start].split(":", 1)[1]]
+        entry += itertools.takewhile(lambda ln: ln.startswith(" " * 10), lines[start + 1 :])
+        listed = " ".join(entry).replace(",", " ").replace("(", " ").split()
         assert set(options) <= set(listed), group
