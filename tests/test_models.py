@@ -105,3 +105,33 @@ def test_optimizers_carry_their_own_parameters(option, cls, extra):
     assert config["learning_rate"] == pytest.approx(0.005)
     for key, value in extra.items():
         assert config[key] == pytest.approx(value)
+
+
+def test_vgg_stacks_conv_batchnorm_blocks():
+    model = _build("model=vgg", "regularization=none")
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds[:7] == ["Conv2D", "BatchNormalization", "Activation"] * 2 + ["MaxPooling2D"]
+    assert kinds.count("Conv2D") == 6 and kinds.count("MaxPooling2D") == 3
+    assert kinds.count("BatchNormalization") == 7  # six convs and the dense layer
+    assert all(not layer.use_bias for layer in model.layers if type(layer).__name__ == "Conv2D")
+    assert model.output_shape == (None, 10)
+
+
+def test_batchnorm_goes_between_each_layer_and_its_activation():
+    model = _build("model=cnn", "regularization=batchnorm")
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds[:4] == ["Conv2D", "BatchNormalization", "Activation", "MaxPooling2D"]
+    assert model.layers[0].activation.__name__ == "linear"
+
+
+def test_augmentation_acts_in_training_only():
+    import numpy as np
+
+    model = _build("model=mlp", "regularization=augment")
+    augment = [layer for layer in model.layers if layer.name.startswith("augment_")]
+    assert [layer.name for layer in augment] == [
+        "augment_rotation", "augment_shift", "augment_zoom"]
+    x = np.random.default_rng(0).random((4, 28, 28, 1)).astype("float32")
+    for layer in augment:
+        np.testing.assert_array_equal(np.asarray(layer(x, training=False)), x)
+    assert not np.allclose(np.asarray(augment[0](x, training=True)), x)
