@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import string
 import sys
 import tempfile
 import time
@@ -21,7 +22,7 @@ from importlib import metadata
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from digit_experiments.config import Config, ConfigError, register_configs, validate
 
@@ -303,5 +304,36 @@ def main(cfg: DictConfig) -> float:
     return train(cfg)["best_val_accuracy"]
 
 
+def cli() -> None:
+    """Console entry point (`digits-train`, `python -m digit_experiments.train`)."""
+    if not _fast_help(sys.argv[1:]):
+        main()
+
+
+def _fast_help(argv: list[str]) -> bool:
+    """`--help` [overrides...] rendered without Hydra's app_help, which lists every config
+    group (its own and its plugins' included) by deep-copying the config store 130 times:
+    1.5 s on 2 cores, for text our template does not show. Same template, same composed
+    config, so the output is Hydra's own; anything else (other flags, a bad override)
+    goes to Hydra. Returns whether it printed the help."""
+    if not {"--help", "-h"} & set(argv):
+        return False
+    overrides = [a for a in argv if a not in ("--help", "-h")]
+    if any(a.startswith("-") for a in overrides):
+        return False
+    from hydra import compose, initialize_config_dir
+
+    try:
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    except Exception:  # noqa: BLE001 - Hydra's own path reports it properly
+        return False
+    template = cfg.hydra.help.template
+    with open_dict(cfg):
+        del cfg["hydra"]
+    print(string.Template(template).safe_substitute(CONFIG=OmegaConf.to_yaml(cfg)))
+    return True
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 
 import pytest
 from hydra.errors import HydraException
@@ -11,7 +13,7 @@ from omegaconf.errors import OmegaConfBaseException
 from digit_experiments.config import ConfigError, validate
 from digit_experiments.train import CONF_DIR
 
-from .conftest import compose_cfg, run_cli
+from .conftest import clean_env, compose_cfg, run_cli
 
 
 def test_defaults_are_the_seed_cnn_with_adam_and_dropout():
@@ -130,3 +132,25 @@ def test_help_lists_every_option():
         entry += itertools.takewhile(lambda ln: ln.startswith(" " * 10), lines[start + 1 :])
         listed = " ".join(entry).replace(",", " ").replace("(", " ").split()
         assert set(options) <= set(listed), group
+
+
+@pytest.mark.parametrize("overrides", [[], ["experiment=best_cnn", "trainer.epochs=3"]])
+def test_fast_help_is_hydras_own_help(tmp_path, overrides):
+    # `python -m digit_experiments.train --help` skips Hydra's slow app_help; what it
+    # prints must still be exactly what Hydra prints.
+    fast = run_cli("--help", *overrides, cwd=tmp_path)
+    hydra_help = subprocess.run(
+        [sys.executable, "-c", "from digit_experiments.train import main; main()", "--help",
+         *overrides],
+        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=120,
+    )
+    assert fast.returncode == hydra_help.returncode == 0, fast.stderr + hydra_help.stderr
+    assert fast.stdout == hydra_help.stdout
+    if overrides:
+        assert "name: vgg" in fast.stdout and "epochs: 3" in fast.stdout
+
+
+def test_help_with_a_bad_override_gets_hydras_error(tmp_path):
+    result = run_cli("--help", "model=transformer", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "transformer" in result.stderr
