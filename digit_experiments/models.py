@@ -27,11 +27,17 @@ def _input(reg: RegularizationConfig) -> list:
     if aug.enabled:
         # fill_mode="constant": pixels moved in from outside are background (0), as in MNIST.
         if aug.rotation > 0:
-            stack.append(layers.RandomRotation(aug.rotation / 360.0, fill_mode="constant",
-                                               name="augment_rotation"))
+            stack.append(
+                layers.RandomRotation(
+                    aug.rotation / 360.0, fill_mode="constant", name="augment_rotation"
+                )
+            )
         if aug.shift > 0:
-            stack.append(layers.RandomTranslation(aug.shift, aug.shift, fill_mode="constant",
-                                                  name="augment_shift"))
+            stack.append(
+                layers.RandomTranslation(
+                    aug.shift, aug.shift, fill_mode="constant", name="augment_shift"
+                )
+            )
         if aug.zoom > 0:
             stack.append(layers.RandomZoom(aug.zoom, fill_mode="constant", name="augment_zoom"))
     return stack
@@ -42,16 +48,30 @@ def _with_activation(make, activation: str, reg: RegularizationConfig, name: str
     layer then needs no bias: batch normalisation has its own shift)."""
     if not reg.batchnorm:
         return [make(activation=activation, use_bias=True)]
-    return [make(activation=None, use_bias=False),
-            layers.BatchNormalization(name=f"{name}_bn"),
-            layers.Activation(activation, name=f"{name}_act")]
+    return [
+        make(activation=None, use_bias=False),
+        layers.BatchNormalization(name=f"{name}_bn"),
+        layers.Activation(activation, name=f"{name}_act"),
+    ]
 
 
-def _conv(filters: int, kernel: int, activation: str, reg: RegularizationConfig, name: str,
-          padding: str = "valid") -> list:
+def _conv(
+    filters: int,
+    kernel: int,
+    activation: str,
+    reg: RegularizationConfig,
+    name: str,
+    padding: str = "valid",
+) -> list:
     def make(**kwargs):
-        return layers.Conv2D(filters, kernel, padding=padding, name=name,
-                             kernel_regularizer=_kernel_regularizer(reg), **kwargs)
+        return layers.Conv2D(
+            filters,
+            kernel,
+            padding=padding,
+            name=name,
+            kernel_regularizer=_kernel_regularizer(reg),
+            **kwargs,
+        )
 
     return _with_activation(make, activation, reg, name)
 
@@ -60,9 +80,11 @@ def _dense_head(units: list[int], activation: str, reg: RegularizationConfig) ->
     """Hidden Dense layers (each followed by dropout if asked) and the softmax output."""
     stack = []
     for i, n in enumerate(units, start=1):
+
         def make(n=n, i=i, **kwargs):
-            return layers.Dense(n, kernel_regularizer=_kernel_regularizer(reg),
-                                name=f"dense_{i}", **kwargs)
+            return layers.Dense(
+                n, kernel_regularizer=_kernel_regularizer(reg), name=f"dense_{i}", **kwargs
+            )
 
         stack.extend(_with_activation(make, activation, reg, f"dense_{i}"))
         if reg.dense_dropout > 0:
@@ -81,8 +103,11 @@ def _dense_head(units: list[int], activation: str, reg: RegularizationConfig) ->
 def build_mlp(cfg: MLPConfig, reg: RegularizationConfig) -> keras.Model:
     """The seed's baseline: Flatten -> Dense 128 -> Dense 64 -> Dense 10 (sizes from cfg)."""
     return keras.Sequential(
-        [*_input(reg), layers.Flatten(name="flatten"),
-         *_dense_head(cfg.hidden_units, cfg.activation, reg)],
+        [
+            *_input(reg),
+            layers.Flatten(name="flatten"),
+            *_dense_head(cfg.hidden_units, cfg.activation, reg),
+        ],
         name="mlp",
     )
 
@@ -108,8 +133,9 @@ def build_vgg(cfg: VGGConfig, reg: RegularizationConfig) -> keras.Model:
     stack = _input(reg)
     for b, filters in enumerate(cfg.block_filters, start=1):
         for c in range(1, cfg.convs_per_block + 1):
-            stack.extend(_conv(filters, 3, cfg.activation, reg, f"block{b}_conv{c}",
-                               padding="same"))
+            stack.extend(
+                _conv(filters, 3, cfg.activation, reg, f"block{b}_conv{c}", padding="same")
+            )
         stack.append(layers.MaxPooling2D(2, name=f"block{b}_pool"))
         if reg.conv_dropout > 0:
             stack.append(layers.Dropout(reg.conv_dropout, name=f"block{b}_dropout"))

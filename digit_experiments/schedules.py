@@ -25,7 +25,10 @@ def learning_rate(cfg: ScheduleConfig, peak: float, epochs: int, steps_per_epoch
     if warmup == 0:
         return keras.optimizers.schedules.CosineDecay(peak, total, alpha=cfg.min_fraction)
     return keras.optimizers.schedules.CosineDecay(
-        start, total - warmup, alpha=cfg.min_fraction, warmup_target=peak,
+        start,
+        total - warmup,
+        alpha=cfg.min_fraction,
+        warmup_target=peak,
         warmup_steps=warmup,
     )
 
@@ -33,6 +36,12 @@ def learning_rate(cfg: ScheduleConfig, peak: float, epochs: int, steps_per_epoch
 def callbacks(cfg: ScheduleConfig, peak: float) -> list:
     if cfg.name != "plateau":
         return []
-    return [keras.callbacks.ReduceLROnPlateau(
-        monitor="val_loss", factor=cfg.factor, patience=cfg.patience,
-        min_lr=peak * cfg.min_fraction, verbose=1)]
+    return [
+        keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss",
+            factor=cfg.factor,
+            patience=cfg.patience,
+            min_lr=peak * cfg.min_fraction,
+            verbose=1,
+        )
+    ]

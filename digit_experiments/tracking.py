@@ -48,6 +48,45 @@ def resolve_tracking_uri(configured: str | None, root: Path) -> str:
     return uri
 
 
+class TrackingUnavailable(RuntimeError):
+    """The tracking server cannot be reached: said before any training starts."""
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast when an HTTP tracking server is not there. MLflow's own client retries
+    every call with backoff for minutes; without this check a wrong URI would surface
+    only after that, or after training. Any HTTP answer (even 401/404) means a server is
+    listening; only a refused, unresolvable or silent address is an error."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    parts = urllib.parse.urlsplit(uri)
+    # Credentials in the URI stay out of the probe (and of the message).
+    health = urllib.parse.urlunsplit(
+        (
+            parts.scheme,
+            parts.hostname + (f":{parts.port}" if parts.port else ""),
+            parts.path.rstrip("/") + "/health",
+            "",
+            "",
+        )
+    )
+    try:
+        urllib.request.urlopen(health, timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise TrackingUnavailable(
+            f"tracking server {redact(uri)} is unreachable ({reason}); start it "
+            "(mlflow server --host 127.0.0.1 --port ...) or set tracking.uri / "
+            "MLFLOW_TRACKING_URI to a store that is there"
+        ) from None
+
+
 def ensure_experiment(name: str, uri: str, root: Path) -> str:
     """The id of experiment `name`, created if needed; safe when several jobs race."""
     client = MlflowClient(tracking_uri=uri)

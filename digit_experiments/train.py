@@ -62,6 +62,7 @@ def train(cfg: DictConfig, output_dir: Path | None = None) -> dict[str, float]:
     from digit_experiments import tracking
 
     uri = tracking.resolve_tracking_uri(conf.tracking.uri, root)
+    tracking.check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     experiment_id = tracking.experiment_for_run(conf.tracking.experiment, uri, root)
     tags = {
@@ -111,8 +112,9 @@ def fit_and_evaluate(conf: Config, record, output_dir: Path) -> dict[str, float]
 
     model = models.build_model(conf.model, conf.regularization)
     steps_per_epoch = -(-len(splits.y_train) // conf.trainer.batch_size)
-    rate = schedules.learning_rate(conf.trainer.schedule, conf.optimizer.learning_rate,
-                                   conf.trainer.epochs, steps_per_epoch)
+    rate = schedules.learning_rate(
+        conf.trainer.schedule, conf.optimizer.learning_rate, conf.trainer.epochs, steps_per_epoch
+    )
     model.compile(
         optimizer=models.build_optimizer(conf.optimizer, learning_rate=rate),
         # One-hot targets, so that label smoothing is available (same loss without it).
@@ -215,6 +217,7 @@ def _callbacks(conf: Config, record, callbacks) -> list:
             verbose=0,
         ),
         callbacks.EpochMetrics(record),
+        callbacks.NanGuard(),  # after EpochMetrics, so the diverged epoch is on the curves
         *schedules.callbacks(conf.trainer.schedule, conf.optimizer.learning_rate),
     ]
     stop = conf.trainer.early_stopping
@@ -296,12 +299,23 @@ def main(cfg: DictConfig) -> float:
     try:
         validate(cfg)
     except ConfigError as e:
-        runtime = _hydra_runtime()
-        if runtime and runtime["multirun"]:
-            raise  # let the sweep record this job as failed and go on
-        print(f"digits-train: {e}", file=sys.stderr)
-        sys.exit(2)
-    return train(cfg)["best_val_accuracy"]
+        _refuse(e, exit_code=2)
+    from digit_experiments.tracking import TrackingUnavailable
+
+    try:
+        return train(cfg)["best_val_accuracy"]
+    except TrackingUnavailable as e:
+        _refuse(e, exit_code=1)
+
+
+def _refuse(error: Exception, exit_code: int) -> None:
+    """A user's mistake: one clear line, no traceback (in a sweep, the job fails and the
+    sweep records it and goes on)."""
+    runtime = _hydra_runtime()
+    if runtime and runtime["multirun"]:
+        raise error
+    print(f"digits-train: {error}", file=sys.stderr)
+    sys.exit(exit_code)
 
 
 def cli() -> None:

@@ -79,13 +79,18 @@ def http(url: str, body: dict | None = None) -> bytes:
         return response.read()
 
 
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (right now)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @contextmanager
 def mlflow_process(*args: str, cwd: Path, timeout: float = 90, env: dict | None = None):
     """A real `mlflow ARGS --host 127.0.0.1 --port N` process; yields its base URL once
     /health answers, and stops it afterwards."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     mlflow_bin = Path(sys.executable).with_name("mlflow")
     process = subprocess.Popen(
         [str(mlflow_bin), *args, "--host", "127.0.0.1", "--port", str(port)],

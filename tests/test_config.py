@@ -32,8 +32,9 @@ def test_defaults_are_the_seed_cnn_with_adam_and_dropout():
 def test_every_option_composes_and_validates(group):
     for option in sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")):
         conf = validate(compose_cfg(f"{group}={option}"))
-        expected = {"cnn_default": "dropout", "mlp_default": "none",
-                    "vgg_default": "dropout"}.get(option, option)
+        expected = {"cnn_default": "dropout", "mlp_default": "none", "vgg_default": "dropout"}.get(
+            option, option
+        )
         assert getattr(conf, group).name == expected
 
 
@@ -140,9 +141,18 @@ def test_fast_help_is_hydras_own_help(tmp_path, overrides):
     # prints must still be exactly what Hydra prints.
     fast = run_cli("--help", *overrides, cwd=tmp_path)
     hydra_help = subprocess.run(
-        [sys.executable, "-c", "from digit_experiments.train import main; main()", "--help",
-         *overrides],
-        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-c",
+            "from digit_experiments.train import main; main()",
+            "--help",
+            *overrides,
+        ],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert fast.returncode == hydra_help.returncode == 0, fast.stderr + hydra_help.stderr
     assert fast.stdout == hydra_help.stdout

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
@@ -9,7 +11,7 @@ from mlflow.tracking import MlflowClient
 from digit_experiments import evaluate
 from digit_experiments.train import train
 
-from .conftest import small_cfg
+from .conftest import SMALL, free_port, run_cli, small_cfg
 
 
 def _only_run(store):
@@ -67,3 +69,35 @@ def test_a_run_that_fails_mid_training_logs_the_epochs_so_far(tmp_path, monkeypa
         run.info.run_id, "val_accuracy"
     )
     assert [m.step for m in history] == [1, 2]
+
+
+def test_a_diverging_run_is_stopped_by_the_nan_guard(tmp_path):
+    from digit_experiments.callbacks import TrainingDiverged
+
+    cfg = small_cfg(
+        tmp_path, "model=mlp", "optimizer=sgd", "optimizer.learning_rate=1e6", "trainer.epochs=5"
+    )
+    with pytest.raises(TrainingDiverged, match="loss is nan after epoch 1"):
+        train(cfg, output_dir=tmp_path / "out")
+    run, paths = _only_run(tmp_path)
+    assert run.info.status == "FAILED"
+    assert "training diverged" in run.data.tags["error"]
+    assert {"plots/learning_curves.png", "error.txt"} <= paths
+    history = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_metric_history(
+        run.info.run_id, "loss"
+    )
+    assert [m.step for m in history] == [1]  # stopped after the first epoch, not the fifth
+
+
+def test_an_unreachable_tracking_server_fails_fast_before_training(tmp_path):
+    uri = f"http://user:s3cr3t-pw@127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    result = run_cli(*SMALL, f"tracking.uri={uri}", cwd=tmp_path, python_flags=("-X", "importtime"))
+    assert time.monotonic() - started < 60  # not MLflow's minutes of retries
+    assert result.returncode == 1
+    message = result.stderr.splitlines()[-1]
+    assert message.startswith("digits-train: tracking server http://***@127.0.0.1:")
+    assert "unreachable" in message and "s3cr3t-pw" not in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "| tensorflow" not in result.stderr  # refused before TensorFlow was even imported
+    assert not list(tmp_path.glob("outputs/*/*.h5"))

@@ -130,7 +130,10 @@ def test_augmentation_acts_in_training_only():
     model = _build("model=mlp", "regularization=augment")
     augment = [layer for layer in model.layers if layer.name.startswith("augment_")]
     assert [layer.name for layer in augment] == [
-        "augment_rotation", "augment_shift", "augment_zoom"]
+        "augment_rotation",
+        "augment_shift",
+        "augment_zoom",
+    ]
     x = np.random.default_rng(0).random((4, 28, 28, 1)).astype("float32")
     for layer in augment:
         np.testing.assert_array_equal(np.asarray(layer(x, training=False)), x)

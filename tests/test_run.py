@@ -180,13 +180,23 @@ def test_datasets_are_the_run_inputs(finished):
 
 
 def test_a_schedule_moves_the_logged_learning_rate(tmp_path):
-    cfg = small_cfg(tmp_path, "model=mlp", "trainer.epochs=3", "trainer.schedule.name=cosine",
-                    "trainer.label_smoothing=0.1", "tracking.log_model=false")
+    cfg = small_cfg(
+        tmp_path,
+        "model=mlp",
+        "trainer.epochs=3",
+        "trainer.schedule.name=cosine",
+        "trainer.label_smoothing=0.1",
+        "tracking.log_model=false",
+    )
     train(cfg, output_dir=tmp_path / "out")
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     (run,) = client.search_runs([client.get_experiment_by_name("digit-experiments").experiment_id])
-    rates = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "learning_rate"),
-                                     key=lambda m: m.step)]
+    rates = [
+        m.value
+        for m in sorted(
+            client.get_metric_history(run.info.run_id, "learning_rate"), key=lambda m: m.step
+        )
+    ]
     assert len(rates) == 3 and rates[0] > rates[1] > rates[2] > 0
     assert rates[0] < 0.001  # already below the peak after the first epoch
     assert run.data.params["trainer.label_smoothing"] == "0.1"

@@ -21,16 +21,18 @@ def test_constant_and_plateau_give_a_plain_rate():
 
 
 def test_cosine_decays_from_the_peak_to_its_floor():
-    schedule = schedules.learning_rate(ScheduleConfig(name="cosine", min_fraction=0.1),
-                                       0.01, 10, 100)
+    schedule = schedules.learning_rate(
+        ScheduleConfig(name="cosine", min_fraction=0.1), 0.01, 10, 100
+    )
     assert _rate(schedule, 0) == pytest.approx(0.01)
     assert _rate(schedule, 500) == pytest.approx(0.01 * (0.1 + 0.9 * 0.5), rel=1e-4)
     assert _rate(schedule, 1000) == pytest.approx(0.001, rel=1e-4)
 
 
 def test_onecycle_ramps_up_then_anneals():
-    schedule = schedules.learning_rate(ScheduleConfig(name="onecycle", min_fraction=0.01),
-                                       0.01, 10, 100)
+    schedule = schedules.learning_rate(
+        ScheduleConfig(name="onecycle", min_fraction=0.01), 0.01, 10, 100
+    )
     assert _rate(schedule, 0) == pytest.approx(0.01 / 25)
     assert _rate(schedule, 300) == pytest.approx(0.01, rel=1e-4)  # 30% warm-up by default
     assert _rate(schedule, 150) < _rate(schedule, 300)
