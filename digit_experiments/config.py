@@ -203,6 +203,11 @@ class TrainerConfig:
     threads: int | None = spec(None, ge=1)
     # Soft targets: the true class gets 1 - s + s/10, the others s/10 (0 = plain labels).
     label_smoothing: float = spec(0.0, ge=0.0, lt=1.0)
+    # How batches reach the model: `arrays` (NumPy arrays straight to fit) or `dataset`
+    # (tf.data: cached, shuffled each epoch, prefetched). benchmarks/throughput.py
+    # compares them, and XLA compilation.
+    pipeline: str = spec("arrays", choices=("arrays", "dataset"))
+    jit_compile: bool = False  # XLA; Keras leaves it off on CPU-only machines
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)

@@ -102,7 +102,7 @@ def fit_and_evaluate(conf: Config, record, output_dir: Path) -> dict[str, float]
     import keras
     import numpy as np
 
-    from digit_experiments import callbacks, data, evaluate, models, plots, schedules
+    from digit_experiments import callbacks, data, evaluate, models, pipeline, plots, schedules
 
     # One seed for NumPy, Python and TensorFlow: same config, same initial weights.
     keras.utils.set_random_seed(conf.trainer.seed)
@@ -120,6 +120,7 @@ def fit_and_evaluate(conf: Config, record, output_dir: Path) -> dict[str, float]
         # One-hot targets, so that label smoothing is available (same loss without it).
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=conf.trainer.label_smoothing),
         metrics=["accuracy"],
+        jit_compile=conf.trainer.jit_compile,
     )
     record.params(
         {
@@ -130,14 +131,12 @@ def fit_and_evaluate(conf: Config, record, output_dir: Path) -> dict[str, float]
     record.text(models.summary_text(model), "reports/model_summary.txt")
 
     record.checkpoint = output_dir / f"{conf.model.name}_best_model.h5"
-    started = time.perf_counter()
     one_hot = np.eye(data.NUM_CLASSES, dtype=np.float32)
+    fit_inputs = pipeline.fit_inputs(splits, one_hot, conf.trainer)
+    started = time.perf_counter()
     history = model.fit(
-        splits.x_train,
-        one_hot[splits.y_train],
-        batch_size=conf.trainer.batch_size,
+        **fit_inputs,
         epochs=conf.trainer.epochs,
-        validation_data=(splits.x_val, one_hot[splits.y_val]),
         callbacks=_callbacks(conf, record, callbacks),
         verbose=conf.trainer.verbose,
     )
@@ -149,10 +148,12 @@ def fit_and_evaluate(conf: Config, record, output_dir: Path) -> dict[str, float]
     model.load_weights(record.checkpoint)
     record.file(record.checkpoint, "checkpoints")
 
-    test_loss, _ = model.evaluate(
-        splits.x_test, one_hot[splits.y_test], batch_size=conf.trainer.batch_size, verbose=0
-    )
+    # One pass over the test set: the loss comes from the same predictions (as evaluate()
+    # computes it: the compiled loss plus the weight penalties).
     probabilities = model.predict(splits.x_test, batch_size=conf.trainer.batch_size, verbose=0)
+    test_loss = float(model.loss(one_hot[splits.y_test], probabilities)) + sum(
+        float(penalty) for penalty in model.losses
+    )
     y_pred = probabilities.argmax(axis=1)
     y_true = splits.y_test
     metrics = evaluate.classification_metrics(y_true, y_pred)

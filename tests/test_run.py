@@ -168,6 +168,14 @@ def test_logged_model_has_a_signature_and_predicts_the_same(finished):
     )
 
 
+def test_test_loss_is_what_keras_evaluate_reports(finished):
+    # The run computes the test loss from its one pass of predictions.
+    x_test = data.load(validate(finished["cfg"]).data, seed=42)
+    one_hot = np.eye(10, dtype=np.float32)[x_test.y_test]
+    loss, _ = finished["model"].evaluate(x_test.x_test, one_hot, verbose=0)
+    assert finished["metrics"]["test_loss"] == pytest.approx(loss, rel=1e-4)
+
+
 def test_datasets_are_the_run_inputs(finished):
     inputs = finished["run"].inputs.dataset_inputs
     by_context = {
@@ -200,3 +208,14 @@ def test_a_schedule_moves_the_logged_learning_rate(tmp_path):
     assert len(rates) == 3 and rates[0] > rates[1] > rates[2] > 0
     assert rates[0] < 0.001  # already below the peak after the first epoch
     assert run.data.params["trainer.label_smoothing"] == "0.1"
+
+
+@pytest.mark.parametrize("options", [["trainer.pipeline=dataset"], ["trainer.jit_compile=true"]])
+def test_pipeline_and_xla_options_train_as_well(tmp_path, options):
+    cfg = small_cfg(tmp_path, "model=mlp", "trainer.epochs=2", *options)
+    metrics = train(cfg, output_dir=tmp_path / "out")
+    # 2,000 images, 2 epochs: the arrays pipeline without XLA gets about 0.85.
+    assert metrics["test_accuracy"] > 0.75
+    run = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").search_runs(["1"])[0]
+    key, value = options[0].split("=")
+    assert run.data.params[key] == value.replace("true", "True")

@@ -1,0 +1,41 @@
+"""How the training and validation batches reach `model.fit` (trainer.pipeline)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from digit_experiments.config import TrainerConfig
+from digit_experiments.data import Splits
+
+
+def fit_inputs(splits: Splits, one_hot: np.ndarray, trainer: TrainerConfig) -> dict:
+    """Keyword arguments for model.fit: the training data and the validation data.
+
+    `arrays`: the NumPy arrays as they are; Keras batches and shuffles them itself.
+    `dataset`: a tf.data pipeline, cached in memory, reshuffled every epoch (seeded)
+    and prefetched so the next batch is ready while the current one trains.
+    """
+    y_train, y_val = one_hot[splits.y_train], one_hot[splits.y_val]
+    if trainer.pipeline == "arrays":
+        return {
+            "x": splits.x_train,
+            "y": y_train,
+            "batch_size": trainer.batch_size,
+            "validation_data": (splits.x_val, y_val),
+        }
+    import tensorflow as tf
+
+    train = (
+        tf.data.Dataset.from_tensor_slices((splits.x_train, y_train))
+        .cache()
+        .shuffle(len(y_train), seed=trainer.seed, reshuffle_each_iteration=True)
+        .batch(trainer.batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    val = (
+        tf.data.Dataset.from_tensor_slices((splits.x_val, y_val))
+        .batch(trainer.batch_size)
+        .cache()
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    return {"x": train, "validation_data": val}
