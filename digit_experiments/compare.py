@@ -16,6 +16,8 @@ import mlflow
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from digit_experiments.redaction import redact
+
 log = logging.getLogger(__name__)
 
 # (column, where it comes from): tags.X, params.X, metrics.X or info.X
@@ -82,7 +84,7 @@ def sweep_rows(client: MlflowClient, parent: Run, sweep_dir: Path | None = None)
                 for line in overrides_file.read_text().splitlines()
                 if line.startswith("- ")
             ]
-            blank.update(job=num, status="FAILED", overrides=" ".join(overrides))
+            blank.update(job=num, status="FAILED", overrides=redact(" ".join(overrides)))
             rows.append(blank)
     return sorted(rows, key=lambda r: (r["job"] is None, r["job"] or 0))
 

@@ -208,6 +208,9 @@ class TrainerConfig:
     # compares them, and XLA compilation.
     pipeline: str = spec("arrays", choices=("arrays", "dataset"))
     jit_compile: bool = False  # XLA; Keras leaves it off on CPU-only machines
+    # Deterministic TensorFlow ops: same config and seed, same metrics, bit for bit
+    # (some ops get slower; without it, thread scheduling can change the last digits).
+    deterministic: bool = False
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +42,18 @@ class MlflowSweepCallback(Callback):
         from mlflow.tracking import MlflowClient
 
         from digit_experiments import tracking
+        from digit_experiments.redaction import redact, redact_logs
 
+        redact_logs()  # Hydra logs every job's overrides, tracking.uri included
         root = Path.cwd()
         self.uri = tracking.resolve_tracking_uri(config.tracking.uri, root)
+        try:
+            tracking.connect(self.uri)
+        except tracking.TrackingUnavailable as e:
+            # Hydra turns a callback's exception into a warning and sweeps on; no job
+            # could be recorded, so stop here (SystemExit passes through Hydra).
+            print(f"digits-train: {e}", file=sys.stderr)
+            sys.exit(1)
         experiment_id = tracking.ensure_experiment(config.tracking.experiment, self.uri, root)
         self.sweep_dir = Path(config.hydra.sweep.dir).resolve()
         overrides = list(config.hydra.overrides.task)
@@ -53,21 +63,21 @@ class MlflowSweepCallback(Callback):
         project_run = os.environ.pop("MLFLOW_RUN_ID", None)
         tags = {
             "sweep": "true",
-            "sweep_overrides": " ".join(overrides),
+            "sweep_overrides": redact(" ".join(overrides)),
             "sweep_dir": str(self.sweep_dir),
             "sweeper": OmegaConf.select(config, "hydra.sweeper._target_", default="") or "",
             "launcher": OmegaConf.select(config, "hydra.launcher._target_", default="") or "",
         }
         if project_run:
             self.parent_id = project_run
-            client.set_tag(project_run, "mlflow.runName", sweep_name(overrides))
+            client.set_tag(project_run, "mlflow.runName", redact(sweep_name(overrides)))
             for key, value in tags.items():
                 client.set_tag(project_run, key, value)
         else:
-            tags["mlflow.runName"] = sweep_name(overrides)
-            run = client.create_run(experiment_id, tags=tags, run_name=sweep_name(overrides))
+            tags["mlflow.runName"] = redact(sweep_name(overrides))
+            run = client.create_run(experiment_id, tags=tags, run_name=tags["mlflow.runName"])
             self.parent_id = run.info.run_id
-        commit = tracking.git_commit(root)
+        commit = tracking.git_commit()
         if commit:
             client.set_tag(self.parent_id, "git_commit", commit)
         # Every job (here or in a worker process) logs to the same store and experiment,
@@ -76,7 +86,7 @@ class MlflowSweepCallback(Callback):
         os.environ[TRACKING_ENV] = self.uri
         mlflow.set_tracking_uri(self.uri)
         atexit.register(self._finish_if_open)
-        log.info("sweep: MLflow parent run %s (%s)", self.parent_id, sweep_name(overrides))
+        log.info("sweep: MLflow parent run %s (%s)", self.parent_id, tags["mlflow.runName"])
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._finish_if_open()

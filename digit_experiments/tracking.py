@@ -12,7 +12,9 @@ import json
 import logging
 import os
 import re
+import signal
 import subprocess
+import threading
 import traceback
 from collections import defaultdict
 from collections.abc import Iterator
@@ -24,6 +26,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from digit_experiments.redaction import redact
 from digit_experiments.sweep import PARENT_ENV
 
 log = logging.getLogger(__name__)
@@ -87,6 +90,15 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         ) from None
 
 
+def connect(uri: str) -> None:
+    """Point MLflow at `uri`, once it is known to be there. With credentials in the URI,
+    MLflow's own "View run at <uri>/..." lines would print them: those are turned off."""
+    check_reachable(uri)
+    if redact(uri) != uri:
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+    mlflow.set_tracking_uri(uri)
+
+
 def ensure_experiment(name: str, uri: str, root: Path) -> str:
     """The id of experiment `name`, created if needed; safe when several jobs race."""
     client = MlflowClient(tracking_uri=uri)
@@ -126,8 +138,13 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "experiment"
 
 
-def git_commit(root: Path) -> str | None:
-    """HEAD of the repository at root (with '-dirty' if it has uncommitted changes)."""
+# The checkout this code runs from (an editable install): its commit is the code's.
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+def git_commit(root: Path = PROJECT_DIR) -> str | None:
+    """HEAD of the repository at root (with '-dirty' if it has uncommitted changes); None
+    outside a git checkout (an installed wheel)."""
     try:
         sha = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"],
@@ -149,13 +166,6 @@ def git_commit(root: Path) -> str | None:
 
 
 # --- params ---------------------------------------------------------------------------
-
-_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
-
-
-def redact(value: str) -> str:
-    """Hide credentials written into a URI (scheme://user:password@host -> scheme://***@host)."""
-    return _USERINFO.sub(r"\g<scheme>***@", value)
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -215,7 +225,7 @@ class RunLog:
             plt.close(fig)
 
     def text(self, text: str, artifact_file: str) -> None:
-        mlflow.log_text(text, artifact_file)
+        mlflow.log_text(redact(text), artifact_file)
         self.logged.add(artifact_file)
 
     def json(self, data: Any, artifact_file: str) -> None:
@@ -225,9 +235,6 @@ class RunLog:
     def file(self, path: Path, artifact_path: str | None = None) -> None:
         mlflow.log_artifact(str(path), artifact_path)
         self.logged.add(f"{artifact_path}/{Path(path).name}" if artifact_path else Path(path).name)
-
-    def directory(self, path: Path, artifact_path: str) -> None:
-        mlflow.log_artifacts(str(path), artifact_path)
 
     def dataset(self, features, targets, name: str, source: str, digest: str, context: str):
         import warnings
@@ -312,6 +319,27 @@ def _keras_input_example_fix() -> Iterator[None]:
         keras_save._save_example = original
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler or `kill` stopping the run), raised like Ctrl-C so that the run
+    ends KILLED with its checkpoint and curves so far logged."""
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def terminated(signum, frame):
+        raise Terminated(f"terminated by signal {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @contextmanager
 def tracked_run(
     experiment_id: str, run_name: str, tags: dict[str, str], output_dir: Path
@@ -330,16 +358,18 @@ def tracked_run(
         nested=mlflow.active_run() is not None,
         # A sweep's job: the sweep callback put the parent run's id in the environment.
         parent_run_id=None if resume else os.environ.get(PARENT_ENV),
-        tags=tags,
+        tags={key: redact(str(value)) for key, value in tags.items()},
     )
     if resume:
         mlflow.set_tag("mlflow.runName", run_name)
     record = RunLog(run.info.run_id, output_dir)
     try:
-        yield record
-    except KeyboardInterrupt:
-        record.tags({"error": "interrupted (KeyboardInterrupt)"})
-        record.salvage("interrupted by the user (KeyboardInterrupt)\n")
+        with _sigterm_as_interrupt():
+            yield record
+    except KeyboardInterrupt as e:
+        reason = str(e) or "interrupted by the user (Ctrl-C, SIGINT)"
+        record.tags({"error": reason})
+        record.salvage(reason + "\n")
         mlflow.end_run("KILLED")
         raise
     except BaseException as e:

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 # conf/ lives at the top of the repository, beside this package (editable install).
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 LOGGED_REQUIREMENTS = ("tensorflow", "keras", "numpy", "mlflow")
+VERSIONED = ("tensorflow", "keras", "mlflow", "hydra-core", "numpy", "digit-experiments")
 
 register_configs()
 
@@ -57,13 +58,13 @@ def train(cfg: DictConfig, output_dir: Path | None = None) -> dict[str, float]:
     output_dir = Path(output_dir)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # keep TensorFlow's C++ chatter down
 
-    import mlflow
-
     from digit_experiments import tracking
+    from digit_experiments.redaction import redact_logs
+
+    redact_logs()
 
     uri = tracking.resolve_tracking_uri(conf.tracking.uri, root)
-    tracking.check_reachable(uri)
-    mlflow.set_tracking_uri(uri)
+    tracking.connect(uri)
     experiment_id = tracking.experiment_for_run(conf.tracking.experiment, uri, root)
     tags = {
         "model": conf.model.name,
@@ -71,9 +72,11 @@ def train(cfg: DictConfig, output_dir: Path | None = None) -> dict[str, float]:
         "regularization": conf.regularization.name,
         "overrides": " ".join(runtime["overrides"]) if runtime else "",
     }
-    commit = tracking.git_commit(root)
+    commit = tracking.git_commit()  # the code's commit, wherever it runs from
     if commit:
         tags["git_commit"] = commit
+    # What produced the numbers, for reproducing them later.
+    tags.update({f"version.{name}": metadata.version(name) for name in VERSIONED})
     name = run_name(conf)
     if runtime and runtime["multirun"]:
         # The sweep's comparison matches jobs to runs by these.
@@ -89,11 +92,11 @@ def train(cfg: DictConfig, output_dir: Path | None = None) -> dict[str, float]:
         resolved = OmegaConf.to_container(cfg, resolve=True)
         record.params(tracking.flatten(resolved))
         record.text(OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml")
-        if (output_dir / ".hydra").is_dir():
-            record.directory(output_dir / ".hydra", "config/.hydra")
+        for hydra_file in sorted((output_dir / ".hydra").glob("*.yaml")):
+            record.text(hydra_file.read_text(), f"config/.hydra/{hydra_file.name}")
         metrics = fit_and_evaluate(conf, record, output_dir)
         for job_log in output_dir.glob("*.log"):
-            record.file(job_log, "logs")
+            record.text(job_log.read_text(errors="replace"), f"logs/{job_log.name}")
         return metrics
 
 
@@ -106,6 +109,10 @@ def fit_and_evaluate(conf: Config, record, output_dir: Path) -> dict[str, float]
 
     # One seed for NumPy, Python and TensorFlow: same config, same initial weights.
     keras.utils.set_random_seed(conf.trainer.seed)
+    if conf.trainer.deterministic:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
     splits = data.load(conf.data, conf.trainer.seed)
     _log_datasets(record, splits)
     log.info("data: %s from %s", splits.sizes(), splits.source)
@@ -301,28 +308,41 @@ def main(cfg: DictConfig) -> float:
         validate(cfg)
     except ConfigError as e:
         _refuse(e, exit_code=2)
-    from digit_experiments.tracking import TrackingUnavailable
+    from digit_experiments.tracking import Terminated, TrackingUnavailable
 
     try:
         return train(cfg)["best_val_accuracy"]
     except TrackingUnavailable as e:
         _refuse(e, exit_code=1)
+    except KeyboardInterrupt as e:
+        # The run is already ended KILLED, its checkpoint and curves logged. Exit as a
+        # process killed by that signal would (128 + signal number).
+        reason = str(e) or "interrupted (SIGINT)"
+        _refuse(
+            e,
+            exit_code=143 if isinstance(e, Terminated) else 130,
+            message=f"{reason}; the MLflow run ended KILLED with what it had logged",
+        )
 
 
-def _refuse(error: Exception, exit_code: int) -> None:
-    """A user's mistake: one clear line, no traceback (in a sweep, the job fails and the
-    sweep records it and goes on)."""
+def _refuse(error: BaseException, exit_code: int, message: str | None = None) -> None:
+    """A user's mistake or a stop: one clear line, no traceback (in a sweep, the error
+    goes to Hydra: a failed job is recorded and the sweep goes on; Ctrl-C ends it)."""
     runtime = _hydra_runtime()
     if runtime and runtime["multirun"]:
         raise error
-    print(f"digits-train: {error}", file=sys.stderr)
+    print(f"digits-train: {message or error}", file=sys.stderr)
     sys.exit(exit_code)
 
 
 def cli() -> None:
     """Console entry point (`digits-train`, `python -m digit_experiments.train`)."""
-    if not _fast_help(sys.argv[1:]):
-        main()
+    if _fast_help(sys.argv[1:]):
+        return
+    from digit_experiments.redaction import redact_logs
+
+    redact_logs()  # before Hydra logs anything
+    main()
 
 
 def _fast_help(argv: list[str]) -> bool:

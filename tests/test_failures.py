@@ -101,3 +101,13 @@ def test_an_unreachable_tracking_server_fails_fast_before_training(tmp_path):
     assert "Traceback" not in result.stderr
     assert "| tensorflow" not in result.stderr  # refused before TensorFlow was even imported
     assert not list(tmp_path.glob("outputs/*/*.h5"))
+
+
+def test_a_sweep_against_an_unreachable_server_stops_before_any_job(tmp_path):
+    uri = f"http://user:s3cr3t-pw@127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    result = run_cli("-m", "model=mlp,cnn", *SMALL, f"tracking.uri={uri}", cwd=tmp_path)
+    assert time.monotonic() - started < 60
+    assert result.returncode == 1
+    assert "unreachable" in result.stderr and "s3cr3t-pw" not in result.stderr
+    assert "#0" not in result.stderr + result.stdout  # no job was launched

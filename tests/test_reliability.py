@@ -1,0 +1,180 @@
+"""Reliability and security: reruns are identical, signals end a run KILLED with what
+it had, and credentials never reach the store or the console."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from digit_experiments import tracking
+from digit_experiments.train import train
+
+from .conftest import SMALL, clean_env, mlflow_process, small_cfg
+
+
+def _runs(uri: str, experiment: str = "digit-experiments"):
+    client = MlflowClient(uri)
+    return client, client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+
+
+def _artifact_texts(client, run_id, path=""):
+    for item in client.list_artifacts(run_id, path):
+        if item.is_dir:
+            yield from _artifact_texts(client, run_id, item.path)
+        elif item.path.endswith((".yaml", ".txt", ".log", ".json", ".csv", ".md")):
+            yield item.path, client.download_artifacts(run_id, item.path)
+
+
+# --- reproducibility ------------------------------------------------------------------
+
+
+def test_deterministic_reruns_give_identical_metrics_and_record_versions(tmp_path):
+    results = []
+    for i in range(2):
+        cfg = small_cfg(tmp_path, "trainer.epochs=2", "trainer.deterministic=true")
+        results.append(train(cfg, output_dir=tmp_path / f"out{i}"))
+    for key in ("test_accuracy", "test_loss", "test_f1_macro", "best_val_accuracy"):
+        assert results[0][key] == results[1][key], key
+    _, runs = _runs(f"sqlite:///{tmp_path}/mlflow.db")
+    tags = runs[0].data.tags
+    for package in ("tensorflow", "keras", "mlflow", "hydra-core", "numpy"):
+        assert tags[f"version.{package}"] == metadata.version(package)
+    commit = tracking.git_commit()
+    assert commit and tags["git_commit"] == commit  # the code's checkout, not the cwd
+
+
+# --- signals --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_mid_training_ends_the_run_killed_with_what_it_had(tmp_path, sig, code):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "digit_experiments.train",
+            "model=mlp",
+            "data.train_limit=20000",
+            "trainer.epochs=200",
+            "trainer.early_stopping.enabled=false",
+            f"tracking.uri={uri}",
+        ],
+        cwd=tmp_path,
+        env=clean_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob("outputs/*/*/mlp_best_model.h5")):  # an epoch is done
+        assert process.poll() is None and time.monotonic() < deadline, "no epoch finished"
+        time.sleep(0.2)
+    time.sleep(1)
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == code, stderr[-2000:]
+    assert "ended KILLED" in stderr and "Traceback" not in stderr
+    client, (run,) = _runs(uri)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["error"] == (
+        "terminated by signal SIGTERM"
+        if sig == signal.SIGTERM
+        else "interrupted by the user (Ctrl-C, SIGINT)"
+    )
+    paths = {
+        a.path
+        for d in ("", "checkpoints", "plots")
+        for a in client.list_artifacts(run.info.run_id, d)
+    }
+    assert {"checkpoints/mlp_best_model.h5", "plots/learning_curves.png", "error.txt"} <= paths
+    epochs = client.get_metric_history(run.info.run_id, "val_accuracy")
+    assert 1 <= len(epochs) < 200
+
+
+# --- credentials ----------------------------------------------------------------------
+
+SECRETS = ("uri-s3cret-pw", "env-s3cret-pw", "env-s3cret-token")
+
+
+def test_credentials_never_reach_params_tags_artifacts_or_the_console(tmp_path):
+    with mlflow_process(
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{tmp_path}/server.db",
+        "--artifacts-destination",
+        str(tmp_path / "server-artifacts"),
+        cwd=tmp_path,
+    ) as base:
+        secret_uri = base.replace("http://", f"http://alice:{SECRETS[0]}@")
+        env = {
+            **clean_env(),
+            "MLFLOW_TRACKING_USERNAME": "alice",
+            "MLFLOW_TRACKING_PASSWORD": SECRETS[1],
+            "MLFLOW_TRACKING_TOKEN": SECRETS[2],
+        }
+        # A sweep of one job: Hydra itself logs each job's overrides, tracking.uri included.
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "digit_experiments.train",
+                "-m",
+                "model=mlp",
+                *SMALL,
+                f"tracking.uri={secret_uri}",
+            ],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        client, runs = _runs(base)
+        assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+        seen = [result.stdout, result.stderr]
+        for run in runs:
+            seen += [str(run.data.params), str(run.data.tags), run.info.run_name]
+            for path, local in _artifact_texts(client, run.info.run_id):
+                seen.append(path + Path(local).read_text(errors="replace"))
+        assert any("tracking.uri" in text for text in seen)  # the URI was recorded, masked
+        assert any("http://***@127.0.0.1" in text for text in seen)
+        for text in seen:
+            for secret in SECRETS:
+                assert secret not in text
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("http://user:pw@host:5000/path", "http://***@host:5000/path"),
+        ("https://token@host", "https://***@host"),
+        (
+            r"tracking.uri=http\://u\:pw@127.0.0.1\:5000",
+            r"tracking.uri=http\://***@127.0.0.1\:5000",
+        ),
+        ("sqlite:///data/mlflow.db", "sqlite:///data/mlflow.db"),
+        ("mail me at a@b.c", "mail me at a@b.c"),
+    ],
+)
+def test_redact_masks_uri_credentials(text, expected):
+    from digit_experiments.redaction import redact
+
+    assert redact(text) == expected
+
+
+def test_redact_masks_secret_environment_values(monkeypatch):
+    from digit_experiments.redaction import redact
+
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "tok-123456")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "pw-abcdef")
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")  # not a secret
+    assert redact("Bearer tok-123456, pw-abcdef, alice") == "Bearer ***, ***, alice"
