@@ -11,6 +11,7 @@ help:
 	@echo "make train [ARGS='model=mlp ...']  train (default: the seed's CNN) and record it in MLflow"
 	@echo "make test                          the fast test suite (small slices of MNIST)"
 	@echo "make test-slow                     full-size training runs (accuracy targets)"
+	@echo "make bench-NAME [ARGS=...]         run benchmarks/NAME.py (see benchmarks/README.md)"
 	@echo "make ui                            browse the runs: mlflow ui on 127.0.0.1:5000"
 	@echo "make lint / make format            ruff"
 
@@ -46,6 +47,11 @@ lint: install-test
 format: install-test
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# One benchmark: make bench-overhead, bench-throughput, bench-startup, bench-time_to_99,
+# bench-inference, bench-memory, bench-sweep_parallel (figures in benchmarks/results/).
+bench-%: install-test
+	$(BIN)/python benchmarks/$*.py $(ARGS)
 
 ui: install
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000

@@ -10,17 +10,12 @@ in a fresh process in a temporary directory with its own SQLite store.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results"
+from common import env, save, table
 
 VARIANTS = {
     "basic launcher (1 job at a time)": [],
@@ -52,10 +47,8 @@ def run_sweep(extra: list[str], args) -> tuple[float, int]:
             "tracking.log_model=false",
             *extra,
         ]
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        env.pop("MLFLOW_TRACKING_URI", None)
         started = time.perf_counter()
-        result = subprocess.run(command, cwd=tmp, env=env, capture_output=True, text=True)
+        result = subprocess.run(command, cwd=tmp, env=env(), capture_output=True, text=True)
         seconds = time.perf_counter() - started
         if result.returncode != 0:
             sys.exit(f"sweep failed: {' '.join(extra)}\n{result.stderr[-3000:]}")
@@ -86,23 +79,19 @@ def main() -> None:
     for r in rows:
         r["speedup"] = round(base / r["wall_seconds"], 2)
 
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
-    RESULTS.mkdir(parents=True, exist_ok=True)
     setup = (
-        f"4 jobs (mlp,cnn x adam,sgd), {args.train_limit} training images, "
-        f"{args.epochs} epochs each, {machine}"
+        f"`benchmarks/sweep_parallel.py --train-limit {args.train_limit} --epochs "
+        f"{args.epochs}`: 4 jobs (mlp,cnn x adam,sgd), {args.train_limit} training images, "
+        f"{args.epochs} epochs each, one SQLite store per sweep."
     )
-    (RESULTS / "sweep_parallel.json").write_text(
-        json.dumps({"setup": setup, "rows": rows}, indent=2) + "\n"
+    markdown = table(
+        ["variant", "wall seconds", "speed-up", "jobs finished"],
+        [
+            [r["variant"], r["wall_seconds"], f"{r['speedup']}x", f"{r['finished_jobs']}/4"]
+            for r in rows
+        ],
     )
-    table = ["| variant | wall seconds | speed-up | jobs finished |", "|---|---|---|---|"]
-    table += [
-        f"| {r['variant']} | {r['wall_seconds']} | {r['speedup']}x | {r['finished_jobs']}/4 |"
-        for r in rows
-    ]
-    (RESULTS / "sweep_parallel.md").write_text(f"{setup}\n\n" + "\n".join(table) + "\n")
-    print("\n" + setup)
-    print("\n".join(table))
+    save("sweep_parallel", setup, {"rows": rows}, markdown)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,183 @@
+"""Inference: `digits predict` latency for one image and throughput for 10,000, and
+`mlflow models serve` requests per second for batches of 1 and 100.
+
+    .venv/bin/python benchmarks/inference.py [--requests 200]
+
+Trains a seed CNN briefly (1 epoch on 10,000 images: speed does not depend on how well
+it learnt) into a temporary store, promotes it to `mnist-digit-classifier@champion`, then
+measures, as a user would run them:
+- `digits predict --model models:/mnist-digit-classifier@champion digit.png`, a whole
+  process (start-up, model load, preprocessing, prediction);
+- the same with a .npy of the 10,000 test images;
+- a real `mlflow models serve` process on 127.0.0.1, sent a bounded loop of requests one
+  after another (one client, keep-alive off: each request a new connection).
+Writes benchmarks/results/inference.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+from common import env as child_env
+from common import save, table, timed
+
+NAME = "mnist-digit-classifier"
+BIN = Path(sys.executable).parent
+
+
+def post(url: str, images: np.ndarray) -> dict:
+    body = json.dumps({"inputs": images.tolist()}).encode()
+    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+def serve(store: Path, uri: str, requests: int, images: np.ndarray) -> dict:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    environ = {**child_env(), "MLFLOW_TRACKING_URI": uri}
+    environ["PATH"] = f"{BIN}:{environ.get('PATH', '')}"
+    command = [
+        str(BIN / "mlflow"),
+        "models",
+        "serve",
+        "-m",
+        f"models:/{NAME}@champion",
+        "--env-manager",
+        "local",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    process = subprocess.Popen(
+        command, cwd=store, env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        started = time.perf_counter()
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/ping", timeout=5).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.perf_counter() - started > 180:
+                    sys.exit("mlflow models serve did not start")
+                time.sleep(0.25)
+        start_up = time.perf_counter() - started
+        results = {"start_up_seconds": round(start_up, 1)}
+        for batch in (1, 100):
+            post(f"{base}/invocations", images[:batch])  # warm-up
+            n = requests if batch == 1 else max(1, requests // 4)
+            latencies = []
+            for i in range(n):
+                chunk = images[(i * batch) % 9000 :][:batch]
+                t = time.perf_counter()
+                answer = post(f"{base}/invocations", chunk)
+                latencies.append(time.perf_counter() - t)
+                assert len(answer["predictions"]) == batch
+            total = sum(latencies)
+            results[f"batch_{batch}"] = {
+                "requests": n,
+                "requests_per_second": round(n / total, 1),
+                "images_per_second": round(n * batch / total),
+                "median_latency_ms": round(1000 * statistics.median(latencies), 1),
+            }
+        return results
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=200, help="batch-1 requests")
+    parser.add_argument("--repeat", type=int, default=3, help="digits predict runs each")
+    args = parser.parse_args()
+
+    from PIL import Image
+
+    from digit_experiments import data
+    from digit_experiments.config import DataConfig
+
+    with tempfile.TemporaryDirectory(prefix="inference-bench-") as tmp:
+        store = Path(tmp)
+        uri = f"sqlite:///{store}/mlflow.db"
+        timed(
+            [
+                sys.executable,
+                "-m",
+                "digit_experiments.train",
+                "data.train_limit=10000",
+                "trainer.epochs=1",
+                f"tracking.uri={uri}",
+            ],
+            cwd=store,
+        )
+        timed(
+            [
+                str(BIN / "digits"),
+                "--tracking-uri",
+                uri,
+                "promote",
+                "--experiment",
+                "digit-experiments",
+            ],
+            cwd=store,
+        )
+        test = data.load_arrays(DataConfig())[0]["test_images"]
+        Image.fromarray(255 - test[0]).resize((112, 112)).save(store / "digit.png")  # a "scan"
+        np.save(store / "test.npy", test)
+        model = f"models:/{NAME}@champion"
+        predict = [str(BIN / "digits"), "--tracking-uri", uri, "predict", "--model", model]
+        one = [timed([*predict, "digit.png"], cwd=store)[0] for _ in range(args.repeat)]
+        many = [timed([*predict, "test.npy"], cwd=store)[0] for _ in range(args.repeat)]
+        one_s, many_s = statistics.median(one), statistics.median(many)
+        served = serve(store, uri, args.requests, data.to_model_input(test))
+
+    results = {
+        "predict_one_image_seconds": round(one_s, 2),
+        "predict_10000_images_seconds": round(many_s, 2),
+        # The process's fixed cost (imports, model load) is what one image measures.
+        "predict_images_per_second_beyond_startup": round(10000 / max(many_s - one_s, 1e-9)),
+        "serve": served,
+    }
+    rows = [
+        ["`digits predict` 1 PNG (whole process)", f"{one_s:.2f} s", ""],
+        [
+            "`digits predict` 10,000 images (.npy, whole process)",
+            f"{many_s:.2f} s",
+            f"{results['predict_images_per_second_beyond_startup']:,} images/s beyond start-up",
+        ],
+    ]
+    for batch in (1, 100):
+        r = served[f"batch_{batch}"]
+        rows.append(
+            [
+                f"`mlflow models serve`, batch of {batch}",
+                f"{r['median_latency_ms']} ms median",
+                f"{r['requests_per_second']} requests/s, {r['images_per_second']:,} images/s",
+            ]
+        )
+    setup = (
+        f"`benchmarks/inference.py --requests {args.requests}`: seed CNN, medians of "
+        f"{args.repeat} `digits predict` processes; serving: {args.requests} batch-1 and "
+        f"{max(1, args.requests // 4)} batch-100 requests in a loop, one client, after a "
+        f"warm-up request (server start-up: {served['start_up_seconds']} s)."
+    )
+    save("inference", setup, results, table(["what", "time", "rate"], rows))
+
+
+if __name__ == "__main__":
+    main()
