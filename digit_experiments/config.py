@@ -83,6 +83,9 @@ class VGGConfig:
     name: str = spec("vgg", choices=("vgg",))  # fixed: it picks the builder
     block_filters: list[int] = spec(factory=lambda: [32, 64, 128], each=True, ge=1)
     convs_per_block: int = spec(2, ge=1)
+    # same: every block keeps its input size (28, 14, 7 ...); valid: each 3x3 conv trims a
+    # pixel on every side, so the feature maps shrink faster and training is cheaper.
+    padding: str = spec("same", choices=("same", "valid"))
     dense_units: list[int] = spec(factory=lambda: [256], each=True, ge=1)
     activation: str = spec("relu", choices=ACTIVATIONS)
 

@@ -134,7 +134,7 @@ def build_vgg(cfg: VGGConfig, reg: RegularizationConfig) -> keras.Model:
     for b, filters in enumerate(cfg.block_filters, start=1):
         for c in range(1, cfg.convs_per_block + 1):
             stack.extend(
-                _conv(filters, 3, cfg.activation, reg, f"block{b}_conv{c}", padding="same")
+                _conv(filters, 3, cfg.activation, reg, f"block{b}_conv{c}", padding=cfg.padding)
             )
         stack.append(layers.MaxPooling2D(2, name=f"block{b}_pool"))
         if reg.conv_dropout > 0:
