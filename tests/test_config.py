@@ -164,3 +164,34 @@ def test_help_with_a_bad_override_gets_hydras_error(tmp_path):
     result = run_cli("--help", "model=transformer", cwd=tmp_path)
     assert result.returncode != 0
     assert "transformer" in result.stderr
+
+
+# What a user sees on the command line: one row per kind of mistake, in every group.
+CLI_MISTAKES = [
+    ("model=resnet", ["model/resnet", "Available options", "cnn", "mlp", "vgg"]),
+    ("optimizer=lion", ["optimizer/lion", "adam", "sgd"]),
+    ("regularization=heavy", ["regularization/heavy", "dropout"]),
+    ("trainer.epochz=3", ["trainer.epochz"]),
+    ("trainer.epochs=ten", ["trainer.epochs", "ten"]),
+    ("trainer.epochs=0", ["trainer.epochs must be >= 1, got 0"]),
+    ("trainer.batch_size=0", ["trainer.batch_size must be >= 1"]),
+    ("trainer.schedule.name=linear", ["trainer.schedule.name must be one of", "cosine"]),
+    ("optimizer.learning_rate=0", ["optimizer.learning_rate must be > 0.0"]),
+    ("regularization.dense_dropout=1", ["regularization.dense_dropout must be < 1.0"]),
+    ("data.val_fraction=1.5", ["data.val_fraction must be < 1.0"]),
+    ("data.source=s3", ["data.source must be one of [bundled, keras, path]"]),
+    ("tracking.sample_predictions=500", ["tracking.sample_predictions must be <= 100"]),
+    ("+model.depth=3", ["model.depth is not a known key"]),
+]
+
+
+@pytest.mark.parametrize(("override", "fragments"), CLI_MISTAKES)
+def test_cli_refuses_each_mistake_clearly_and_records_nothing(tmp_path, override, fragments):
+    result = run_cli(override, cwd=tmp_path, python_flags=("-X", "importtime"))
+    assert result.returncode != 0
+    errors = "\n".join(ln for ln in result.stderr.splitlines() if "import time:" not in ln)
+    for fragment in fragments:
+        assert fragment in errors, (fragment, errors)
+    assert "Traceback" not in errors
+    assert "| tensorflow" not in result.stderr  # refused before TensorFlow was imported
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
