@@ -3,6 +3,7 @@ it had, and credentials never reach the store or the console."""
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -178,3 +179,36 @@ def test_redact_masks_secret_environment_values(monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "pw-abcdef")
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")  # not a secret
     assert redact("Bearer tok-123456, pw-abcdef, alice") == "Bearer ***, ***, alice"
+
+
+# --- servers bind to 127.0.0.1 --------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [["ui"], ["server"], ["models", "serve"]])
+def test_mlflow_servers_bind_to_localhost_by_default(command):
+    # The README and Makefile start these; none of them may listen beyond this machine.
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    result = subprocess.run(
+        [str(mlflow_bin), *command, "--help"],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=120,
+    )
+    help_text = " ".join(result.stdout.split())
+    assert "--host" in help_text and "(default: 127.0.0.1)" in help_text
+
+
+def test_documented_commands_never_bind_beyond_localhost():
+    root = Path(__file__).resolve().parent.parent
+    for name in (
+        "README.md",
+        "Makefile",
+        "MLproject",
+        "benchmarks/inference.py",
+        "tests/conftest.py",
+    ):
+        text = (root / name).read_text()
+        hosts = [h for h in re.findall(r"--host[ =]+([^\s\"',)]+)", text)]
+        assert all(h in ("127.0.0.1", "HOST") for h in hosts), (name, hosts)
+        assert "0.0.0.0" not in text, name
