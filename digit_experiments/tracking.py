@@ -51,8 +51,15 @@ def resolve_tracking_uri(configured: str | None, root: Path) -> str:
     return uri
 
 
+HTTP_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+
+
 class TrackingUnavailable(RuntimeError):
     """The tracking server cannot be reached: said before any training starts."""
+
+
+class TrackingLost(TrackingUnavailable):
+    """The tracking server went away during the run; says where the run's results are."""
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
@@ -96,6 +103,12 @@ def connect(uri: str) -> None:
     check_reachable(uri)
     if redact(uri) != uri:
         os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+    if uri.startswith(("http://", "https://")):
+        # MLflow retries a failed request 7 times with backoff factor 2 (about 4 minutes)
+        # before it gives up: training would stall that long at the first epoch after a
+        # server went away. 3 retries, 1 s doubling: 7 s. The user's settings win.
+        for name, value in HTTP_RETRIES.items():
+            os.environ.setdefault(name, value)
     mlflow.set_tracking_uri(uri)
 
 
@@ -189,12 +202,20 @@ class RunLog:
     """What one run logs. Keeps the per-epoch history and the checkpoint path, so that a
     run that stops early can still log its curves and best model (`salvage`)."""
 
-    def __init__(self, run_id: str, output_dir: Path):
+    def __init__(self, run_id: str, output_dir: Path, uri: str | None = None):
         self.run_id = run_id
         self.output_dir = output_dir
+        self.uri = uri
         self.history: dict[str, list[float]] = defaultdict(list)
         self.checkpoint: Path | None = None
         self.logged: set[str] = set()
+        # Epochs whose metrics the store has not taken yet (the server was away).
+        self.unsent: list[tuple[int, dict[str, float]]] = []
+
+    @property
+    def local_metrics(self) -> Path:
+        """Every epoch's metrics, written locally as they come, whatever the store does."""
+        return self.output_dir / "metrics.json"
 
     # plain values
     def params(self, params: dict[str, Any]) -> None:
@@ -206,10 +227,38 @@ class RunLog:
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
 
     def epoch(self, epoch: int, metrics: dict[str, float]) -> None:
-        """One epoch's metrics (step = epoch, counted from 1), kept for the curves too."""
+        """One epoch's metrics (step = epoch, counted from 1), kept for the curves too.
+
+        They go to metrics.json in the output directory first, then to the store. If the
+        store cannot take them (a tracking server gone away, after MLflow's own retries),
+        training goes on: they wait, and are sent with the next epoch that gets through.
+        """
         for key, value in metrics.items():
             self.history[key].append(float(value))
-        self.metrics(metrics, step=epoch)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.local_metrics.write_text(json.dumps(dict(self.history), indent=1))
+        self.unsent.append((epoch, metrics))
+        backlog = len(self.unsent) > 1
+        try:
+            if backlog and self.uri:
+                check_reachable(self.uri, timeout=2.0)  # still away: don't wait on retries
+            while self.unsent:
+                step, values = self.unsent[0]
+                self.metrics(values, step=step)
+                self.unsent.pop(0)
+        except (MlflowException, OSError, TrackingUnavailable) as e:
+            if not backlog:
+                log.warning(
+                    "could not send epoch %d's metrics to %s (%s); training goes on, the "
+                    "metrics are kept in %s and sent when the store is back",
+                    epoch,
+                    redact(self.uri or "the store"),
+                    _first_line(e),
+                    self.local_metrics,
+                )
+            return
+        if backlog:
+            log.info("the store is back: sent the metrics it had missed")
 
     def tags(self, tags: dict[str, Any]) -> None:
         mlflow.set_tags({k: redact(str(v)) for k, v in tags.items()})
@@ -362,20 +411,54 @@ def tracked_run(
     )
     if resume:
         mlflow.set_tag("mlflow.runName", run_name)
-    record = RunLog(run.info.run_id, output_dir)
+    record = RunLog(run.info.run_id, output_dir, mlflow.get_tracking_uri())
     try:
         with _sigterm_as_interrupt():
             yield record
     except KeyboardInterrupt as e:
         reason = str(e) or "interrupted by the user (Ctrl-C, SIGINT)"
-        record.tags({"error": reason})
-        record.salvage(reason + "\n")
-        mlflow.end_run("KILLED")
+        _end_failed(record, "KILLED", reason, reason + "\n", e)
         raise
     except BaseException as e:
-        record.tags({"error": f"{type(e).__name__}: {e}"[:5000]})
-        record.salvage(traceback.format_exc())
-        mlflow.end_run("FAILED")
+        reason = f"{type(e).__name__}: {e}"[:5000]
+        _end_failed(record, "FAILED", reason, traceback.format_exc(), e)
         raise
     else:
         mlflow.end_run("FINISHED")
+
+
+def _end_failed(record: RunLog, status: str, reason: str, details: str, error) -> None:
+    """Log what exists and end the run with `status`; if the store itself is gone, raise
+    TrackingLost saying where the run's results are kept instead."""
+    if record.uri:
+        try:
+            check_reachable(record.uri, timeout=2.0)
+        except TrackingUnavailable:
+            _forget_active_run()
+            kept = [str(record.local_metrics)]
+            if record.checkpoint is not None and record.checkpoint.is_file():
+                kept.insert(0, str(record.checkpoint))
+            raise TrackingLost(
+                f"the tracking server {redact(record.uri)} went away during run "
+                f"{record.run_id} ({_first_line(error)}); what it could not take is kept "
+                f"locally: {', '.join(kept)}"
+            ) from error
+    record.tags({"error": reason})
+    record.salvage(details)
+    mlflow.end_run(status)
+
+
+def _forget_active_run() -> None:
+    """Drop the active run here without telling the server, which cannot be reached (and
+    MLflow's exit hook would otherwise retry ending it)."""
+    from mlflow.tracking import fluent
+
+    try:
+        fluent._active_run_stack.get().clear()
+    except AttributeError:  # a later MLflow keeps it elsewhere: then end_run fails fast
+        log.debug("could not drop the active run locally")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return redact(f"{type(error).__name__}: {text[0] if text else ''}")[:300]

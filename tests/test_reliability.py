@@ -3,6 +3,8 @@ it had, and credentials never reach the store or the console."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import signal
 import subprocess
@@ -17,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from digit_experiments import tracking
 from digit_experiments.train import train
 
-from .conftest import SMALL, clean_env, mlflow_process, small_cfg
+from .conftest import SMALL, clean_env, free_port, http, mlflow_process, small_cfg
 
 
 def _runs(uri: str, experiment: str = "digit-experiments"):
@@ -212,3 +214,79 @@ def test_documented_commands_never_bind_beyond_localhost():
         hosts = [h for h in re.findall(r"--host[ =]+([^\s\"',)]+)", text)]
         assert all(h in ("127.0.0.1", "HOST") for h in hosts), (name, hosts)
         assert "0.0.0.0" not in text, name
+
+
+# --- a tracking server that goes away -------------------------------------------------
+
+
+def test_a_tracking_server_that_goes_away_mid_run_loses_nothing(tmp_path):
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("mlflow")),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path}/server.db",
+            "--artifacts-destination",
+            str(tmp_path / "server-artifacts"),
+        ],
+        cwd=tmp_path,
+        env=clean_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its workers too, so they can all be killed at once
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                http(f"{base}/health")
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "mlflow server did not start"
+                time.sleep(0.5)
+        run = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "digit_experiments.train",
+                "model=mlp",
+                "data.train_limit=30000",
+                "trainer.epochs=15",
+                "trainer.early_stopping.enabled=false",
+                f"tracking.uri={base}",
+            ],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={
+                **clean_env(),
+                "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+                "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+            },
+        )
+        while not list(tmp_path.glob("outputs/*/*/mlp_best_model.h5")):  # epoch 1 is in
+            if run.poll() is not None or time.monotonic() > deadline + 60:
+                raise AssertionError(f"no epoch done: {run.communicate()[1][-3000:]}")
+            time.sleep(0.1)
+        os.killpg(server.pid, signal.SIGKILL)  # the server dies mid-run
+        stdout, stderr = run.communicate(timeout=300)
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+    (output_dir,) = tmp_path.glob("outputs/*/*-mlp")
+    assert run.returncode == 1, stderr[-3000:]
+    assert "Traceback" not in stderr
+    assert "training goes on" in stdout  # the first failed call did not crash the run
+    message = stderr.strip().splitlines()[-1]
+    assert "went away" in message
+    assert str(output_dir / "mlp_best_model.h5") in message
+    assert str(output_dir / "metrics.json") in message
+    kept = json.loads((output_dir / "metrics.json").read_text())
+    assert len(kept["val_accuracy"]) == 15  # every epoch trained and kept
