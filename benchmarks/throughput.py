@@ -69,9 +69,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=20000, help="training + validation")
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--only", help="comma-separated variant labels")
+    parser.add_argument("--repeat", type=int, default=2, help="processes per variant")
+    parser.add_argument("--only", help="variant labels separated by ';' (e.g. 'cnn;cnn, XLA')")
     args = parser.parse_args()
-    chosen = [v for v in VARIANTS if not args.only or v[0] in args.only.split(",")]
+    chosen = [v for v in VARIANTS if not args.only or v[0] in args.only.split(";")]
     rows, data = [], []
     for label, model, extra in chosen:
         overrides = [
@@ -81,16 +82,24 @@ def main() -> None:
             *extra,
         ]
         command = [sys.executable, __file__, "--worker", json.dumps(overrides)]
-        _, out = timed(command, cwd=ROOT)
-        result = json.loads(out.strip().splitlines()[-1])
-        epoch_s = statistics.median(result["epoch_seconds"][1:] or result["epoch_seconds"])
+        # Each process: the median of its epochs after the first (tracing); then the
+        # median over processes (this machine's speed drifts by tens of percent).
+        epoch_times, result = [], {}
+        for _ in range(args.repeat):
+            _, out = timed(command, cwd=ROOT)
+            result = json.loads(out.strip().splitlines()[-1])
+            epoch_times.append(
+                statistics.median(result["epoch_seconds"][1:] or result["epoch_seconds"])
+            )
+        epoch_s = statistics.median(epoch_times)
         per_s = result["train_images"] / epoch_s
         full_epoch = 54000 / per_s
         data.append(
             {
                 "variant": label,
                 "overrides": overrides,
-                **result,
+                "epoch_medians": [round(t, 2) for t in epoch_times],
+                "train_images": result["train_images"],
                 "images_per_second": round(per_s),
                 "full_epoch_seconds": full_epoch,
             }
@@ -101,10 +110,11 @@ def main() -> None:
             flush=True,
         )
     setup = (
-        f"`benchmarks/throughput.py --images {args.images} --epochs {args.epochs}`: "
-        "training images per second (median of the epochs after the first, validation "
-        "included) and the seconds that makes for one epoch of the full 54,000-image "
-        "training split. Defaults: NumPy arrays, no XLA, all cores, batch 32."
+        f"`benchmarks/throughput.py --images {args.images} --epochs {args.epochs} --repeat "
+        f"{args.repeat}`: training images per second (median of the epochs after the "
+        f"first, validation included, median of {args.repeat} processes) and the seconds "
+        "that makes for one epoch of the full 54,000-image training split. Defaults: NumPy "
+        "arrays, no XLA, all cores, batch 32."
     )
     markdown = table(["variant", "images/s", "s per full epoch"], rows)
     save("throughput", setup, {"rows": data}, markdown)

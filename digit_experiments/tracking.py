@@ -298,14 +298,15 @@ class RunLog:
             )
         mlflow.log_input(dataset, context=context)
 
-    def keras_model(self, model, input_example, pip_requirements: list[str]) -> str:
-        """Log the model as an MLflow model (Keras 3 flavor); returns its models:/ URI."""
+    def keras_model(self, model, input_example, output_example, pip_requirements: list[str]) -> str:
+        """Log the model as an MLflow model (Keras 3 flavor); returns its models:/ URI.
+        `output_example` is the model's output for `input_example` (for the signature)."""
         import warnings
 
         import mlflow.keras
         from mlflow.models import infer_signature
 
-        signature = infer_signature(input_example, model.predict(input_example, verbose=0))
+        signature = infer_signature(input_example, output_example)
         with _keras_input_example_fix(), warnings.catch_warnings():
             # MLflow reloads the saved model to check the input example; Keras then warns
             # that the optimizer state it does not need was not restored.

@@ -212,7 +212,7 @@ def fit_and_evaluate(conf: Config, record, output_dir: Path, splits) -> dict[str
         "plots/sample_predictions.png",
     )
     if conf.tracking.log_model:
-        record.keras_model(model, splits.x_test[:5], _requirements())
+        record.keras_model(model, splits.x_test[:5], probabilities[:5], _requirements())
     return metrics
 
 

@@ -22,7 +22,7 @@ BENCHMARKS = CONF_DIR.parent / "benchmarks"
         ("startup.py", ["--repeat", "1"], lambda r: r["rows"]["--help"]["heavy_imports"] == []),
         (
             "throughput.py",
-            ["--images", "1000", "--epochs", "2", "--only", "mlp,mlp, tf.data"],
+            ["--images", "1000", "--epochs", "2", "--repeat", "1", "--only", "mlp;mlp, tf.data"],
             lambda r: (
                 [row["variant"] for row in r["rows"]] == ["mlp", "mlp, tf.data"]
                 and all(row["images_per_second"] > 0 for row in r["rows"])
