@@ -97,6 +97,8 @@ def _tracked(cfg, conf: Config, runtime, root: Path, output_dir: Path, splits) -
         # The sweep's comparison matches jobs to runs by these.
         tags.update(hydra_job_num=str(runtime["job_num"]), job_dir=str(output_dir))
         name = f"{name} #{runtime['job_num']}"
+    # Bad data is refused here, before a run is opened (nothing to clean up in the store).
+    loaded = splits()
     with tracking.tracked_run(experiment_id, name, tags, output_dir) as record:
         log.info(
             "MLflow run %s in %s (experiment %r)",
@@ -109,7 +111,7 @@ def _tracked(cfg, conf: Config, runtime, root: Path, output_dir: Path, splits) -
         record.text(OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml")
         for hydra_file in sorted((output_dir / ".hydra").glob("*.yaml")):
             record.text(hydra_file.read_text(), f"config/.hydra/{hydra_file.name}")
-        metrics = fit_and_evaluate(conf, record, output_dir, splits())
+        metrics = fit_and_evaluate(conf, record, output_dir, loaded)
         for job_log in output_dir.glob("*.log"):
             record.text(job_log.read_text(errors="replace"), f"logs/{job_log.name}")
         return metrics
@@ -327,12 +329,19 @@ def main(cfg: DictConfig) -> float:
         validate(cfg)
     except ConfigError as e:
         _refuse(e, exit_code=2)
+    from digit_experiments.data import DataError
     from digit_experiments.tracking import Terminated, TrackingUnavailable
 
     try:
         return train(cfg)["best_val_accuracy"]
-    except TrackingUnavailable as e:
+    except (TrackingUnavailable, DataError) as e:
         _refuse(e, exit_code=1)
+    except RuntimeError as e:
+        from digit_experiments.callbacks import TrainingDiverged
+
+        if not isinstance(e, TrainingDiverged):
+            raise
+        _refuse(e, exit_code=1, message=f"{e}; the MLflow run ended FAILED with its curves")
     except KeyboardInterrupt as e:
         # The run is already ended KILLED, its checkpoint and curves logged. Exit as a
         # process killed by that signal would (128 + signal number).

@@ -111,3 +111,43 @@ def test_a_sweep_against_an_unreachable_server_stops_before_any_job(tmp_path):
     assert result.returncode == 1
     assert "unreachable" in result.stderr and "s3cr3t-pw" not in result.stderr
     assert "#0" not in result.stderr + result.stdout  # no job was launched
+
+
+def test_a_diverging_run_in_a_process_exits_non_zero_with_one_clear_line(tmp_path):
+    result = run_cli(
+        *SMALL,
+        "model=mlp",
+        "optimizer=sgd",
+        "optimizer.learning_rate=1e6",
+        "trainer.epochs=5",
+        f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("digits-train: training diverged: loss is nan after epoch 1")
+    )
+    run, paths = _only_run(tmp_path)
+    assert run.info.status == "FAILED"
+    assert {"checkpoints/mlp_best_model.h5", "plots/learning_curves.png", "error.txt"} <= paths
+
+
+def test_bad_data_is_refused_in_one_line_before_a_run_is_opened(tmp_path):
+    result = run_cli(
+        *SMALL,
+        "data.source=path",
+        f"data.path={tmp_path}/nowhere",
+        f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"digits-train: {tmp_path}/nowhere: data directory not found"
+    )
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    assert client.search_runs(experiments) == []  # no run was opened
