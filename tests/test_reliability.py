@@ -290,3 +290,119 @@ def test_a_tracking_server_that_goes_away_mid_run_loses_nothing(tmp_path):
     assert str(output_dir / "metrics.json") in message
     kept = json.loads((output_dir / "metrics.json").read_text())
     assert len(kept["val_accuracy"]) == 15  # every epoch trained and kept
+
+
+# --- concurrency ----------------------------------------------------------------------
+
+EPOCH_METRICS = {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds"}
+ARTIFACTS = {
+    "checkpoints/mlp_best_model.h5",
+    "config/config.yaml",
+    "config/.hydra/config.yaml",
+    "config/.hydra/overrides.yaml",
+    "plots/learning_curves.png",
+    "plots/confusion_matrix.png",
+    "plots/sample_predictions.png",
+    "reports/classification_report.txt",
+    "reports/classification_report.json",
+    "reports/confusion_matrix.csv",
+    "reports/history.json",
+    "reports/model_summary.txt",
+}
+
+
+def _all_artifacts(client, run_id, path=""):
+    for item in client.list_artifacts(run_id, path):
+        if item.is_dir:
+            yield from _all_artifacts(client, run_id, item.path)
+        else:
+            yield item.path
+
+
+def _assert_recorded_completely(client, run, overrides: list[str], epochs: int) -> None:
+    """Every param of the composed config, every epoch of every per-epoch metric, the
+    test metrics, every artifact and the logged model: counted, not sampled."""
+    from omegaconf import OmegaConf
+
+    from .conftest import compose_cfg
+
+    assert run.info.status == "FINISHED"
+    cfg = compose_cfg(*overrides, f"tracking.uri={run.data.params['tracking.uri']}")
+    expected = set(tracking.flatten(OmegaConf.to_container(cfg, resolve=True)))
+    expected |= {"model.num_params", "data.n_train", "data.n_val", "data.n_test"}
+    assert set(run.data.params) == expected
+    for key in EPOCH_METRICS:
+        history = client.get_metric_history(run.info.run_id, key)
+        assert [m.step for m in history] == list(range(1, epochs + 1)), key
+    assert {"test_accuracy", "test_f1_macro", "test_f1_class_9"} <= set(run.data.metrics)
+    assert ARTIFACTS <= set(_all_artifacts(client, run.info.run_id))
+    assert [
+        m.source_run_id
+        for m in client.search_logged_models(
+            [run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'"
+        )
+    ] == [run.info.run_id]
+
+
+def _sweep_children(uri: str):
+    client, runs = _runs(uri)
+    parents = [r for r in runs if r.data.tags.get("sweep") == "true"]
+    assert len(parents) == 1
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    return client, parents[0], children
+
+
+OPTIMIZERS = ["adam", "sgd", "rmsprop", "adamw"]
+
+
+def _parallel_sweep(tmp_path, uri: str, n_jobs: int) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "digit_experiments.train",
+            "-m",
+            "hydra/launcher=joblib",
+            f"hydra.launcher.n_jobs={n_jobs}",
+            "model=mlp",
+            f"optimizer={','.join(OPTIMIZERS)}",
+            "data.train_limit=1000",
+            "data.test_limit=200",
+            "trainer.epochs=2",
+            f"tracking.uri={uri}",
+        ],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    client, parent, children = _sweep_children(uri)
+    assert parent.info.status == "FINISHED"
+    assert sorted(c.data.tags["optimizer"] for c in children) == sorted(OPTIMIZERS)
+    for child in children:
+        overrides = [
+            "model=mlp",
+            f"optimizer={child.data.tags['optimizer']}",
+            "data.train_limit=1000",
+            "data.test_limit=200",
+            "trainer.epochs=2",
+        ]
+        _assert_recorded_completely(client, child, overrides, epochs=2)
+
+
+def test_four_concurrent_runs_against_a_real_server_record_everything(tmp_path):
+    with mlflow_process(
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{tmp_path}/server.db",
+        "--artifacts-destination",
+        str(tmp_path / "server-artifacts"),
+        cwd=tmp_path,
+    ) as base:
+        _parallel_sweep(tmp_path, base, n_jobs=4)
+
+
+def test_two_parallel_jobs_on_the_embedded_sqlite_store_record_everything(tmp_path):
+    _parallel_sweep(tmp_path, f"sqlite:///{tmp_path}/mlflow.db", n_jobs=2)
