@@ -75,6 +75,9 @@ def test_a_signal_mid_training_ends_the_run_killed_with_what_it_had(tmp_path, si
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        # A shell that runs the tests in the background (CI) starts them with SIGINT
+        # ignored, and children inherit that: restore it, as in a terminal.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob("outputs/*/*/mlp_best_model.h5")):  # an epoch is done

@@ -92,14 +92,14 @@ def test_a_sweep_is_one_parent_with_a_child_per_job(tmp_path):
 
 
 def test_a_failed_job_is_recorded_and_does_not_lose_the_sweep(tmp_path):
-    # Job 0 works; job 1 fails inside its run (no such data); jobs 2 and 3 are refused
-    # before they can open a run (epochs=0).
+    # Job 0 works; job 2 fails inside its run (it diverges: the NaN guard stops it); jobs
+    # 1 and 3 are refused before they can open a run (epochs=0).
     result = _sweep(
         tmp_path,
         "model=mlp",
+        "optimizer=sgd",
+        "optimizer.learning_rate=0.01,1e6",
         "trainer.epochs=1,0",
-        "data.source=bundled,path",
-        "data.path=/nonexistent/mnist",
         "data.train_limit=1000",
         "data.test_limit=200",
         ok=False,
@@ -108,10 +108,11 @@ def test_a_failed_job_is_recorded_and_does_not_lose_the_sweep(tmp_path):
     client, parent, children = _parent_and_children(tmp_path, "digit-experiments")
     assert parent.info.status == "FAILED"
     assert [c.info.status for c in children] == ["FINISHED", "FAILED"]
-    assert "nonexistent" in children[1].data.tags["error"]
+    assert "training diverged" in children[1].data.tags["error"]
     rows = _table(client, parent)
     assert [r["status"] for r in rows] == ["FINISHED", "FAILED", "FAILED", "FAILED"]
-    assert rows[2]["run_id"] == "" and "trainer.epochs=0" in rows[2]["overrides"]
+    assert rows[1]["run_id"] == "" and "trainer.epochs=0" in rows[1]["overrides"]
+    assert rows[2]["run_id"] == children[1].info.run_id
     assert parent.data.tags["failed_jobs"] == "1, 2, 3"
     assert parent.data.params["best_run_id"] == children[0].info.run_id
 
