@@ -27,12 +27,22 @@ def _runs(uri: str, experiment: str = "digit-experiments"):
     return client, client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
 
 
-def _artifact_texts(client, run_id, path=""):
-    for item in client.list_artifacts(run_id, path):
-        if item.is_dir:
-            yield from _artifact_texts(client, run_id, item.path)
-        elif item.path.endswith((".yaml", ".txt", ".log", ".json", ".csv", ".md")):
-            yield item.path, client.download_artifacts(run_id, item.path)
+def _server(tmp_path):
+    """A real `mlflow server` on 127.0.0.1: SQLite backend, artifacts proxied."""
+    return mlflow_process(
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{tmp_path}/server.db",
+        "--artifacts-destination",
+        str(tmp_path / "server-artifacts"),
+        cwd=tmp_path,
+    )
+
+
+def _artifact_texts(client, run_id):
+    for path in _all_artifacts(client, run_id):
+        if path.endswith((".yaml", ".txt", ".log", ".json", ".csv", ".md")):
+            yield path, client.download_artifacts(run_id, path)
 
 
 # --- reproducibility ------------------------------------------------------------------
@@ -111,14 +121,7 @@ SECRETS = ("uri-s3cret-pw", "env-s3cret-pw", "env-s3cret-token")
 
 
 def test_credentials_never_reach_params_tags_artifacts_or_the_console(tmp_path):
-    with mlflow_process(
-        "server",
-        "--backend-store-uri",
-        f"sqlite:///{tmp_path}/server.db",
-        "--artifacts-destination",
-        str(tmp_path / "server-artifacts"),
-        cwd=tmp_path,
-    ) as base:
+    with _server(tmp_path) as base:
         secret_uri = base.replace("http://", f"http://alice:{SECRETS[0]}@")
         env = {
             **clean_env(),
@@ -396,14 +399,7 @@ def _parallel_sweep(tmp_path, uri: str, n_jobs: int) -> None:
 
 
 def test_four_concurrent_runs_against_a_real_server_record_everything(tmp_path):
-    with mlflow_process(
-        "server",
-        "--backend-store-uri",
-        f"sqlite:///{tmp_path}/server.db",
-        "--artifacts-destination",
-        str(tmp_path / "server-artifacts"),
-        cwd=tmp_path,
-    ) as base:
+    with _server(tmp_path) as base:
         _parallel_sweep(tmp_path, base, n_jobs=4)
 
 
