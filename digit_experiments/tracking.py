@@ -147,6 +147,17 @@ def experiment_for_run(name: str, uri: str, root: Path) -> str:
     return ensure_experiment(name, uri, root)
 
 
+DATASET_TRIES = 3
+
+# What SQLite, PostgreSQL and MySQL say when an insert breaks a unique key; the store's
+# message carries the database's (also through an MLflow server).
+_DUPLICATE_KEY = re.compile(r"UNIQUE constraint failed|duplicate key value|Duplicate entry")
+
+
+def _duplicate_key(exc: MlflowException) -> bool:
+    return bool(_DUPLICATE_KEY.search(str(exc)))
+
+
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "experiment"
 
@@ -296,7 +307,18 @@ class RunLog:
             dataset = mlflow.data.from_numpy(
                 features, targets=targets, source=source, name=name, digest=digest
             )
-        mlflow.log_input(dataset, context=context)
+        for attempt in range(1, DATASET_TRIES + 1):
+            try:
+                mlflow.log_input(dataset, context=context)
+                return
+            except MlflowException as exc:
+                # Jobs of a sweep log the same dataset to one experiment. MLflow looks the
+                # dataset up and inserts it when it is not there; two jobs doing so at once
+                # both insert it and the later insert breaks the store's unique key. That
+                # transaction is rolled back, and another try finds the row the other wrote.
+                if attempt == DATASET_TRIES or not _duplicate_key(exc):
+                    raise
+                log.debug("dataset %r: another job logged it at the same moment; retrying", name)
 
     def keras_model(self, model, input_example, output_example, pip_requirements: list[str]) -> str:
         """Log the model as an MLflow model (Keras 3 flavor); returns its models:/ URI.

@@ -405,3 +405,72 @@ def test_four_concurrent_runs_against_a_real_server_record_everything(tmp_path):
 
 def test_two_parallel_jobs_on_the_embedded_sqlite_store_record_everything(tmp_path):
     _parallel_sweep(tmp_path, f"sqlite:///{tmp_path}/mlflow.db", n_jobs=2)
+
+
+def test_a_dataset_two_jobs_log_at_the_same_moment_is_recorded_once(tmp_path):
+    """The race CI met with two parallel jobs: both look the dataset up, neither finds it,
+    both insert it. Made certain here: just before this job's insert is flushed, "the
+    other job" writes the same dataset row straight into the SQLite file."""
+    import sqlite3
+    import uuid
+
+    import mlflow
+    import numpy as np
+    from mlflow.store.tracking.dbmodels.models import SqlDataset
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+
+    db = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    mlflow.set_tracking_uri(uri)
+    experiment = tracking.ensure_experiment("race", uri, tmp_path)
+    raced = []
+
+    def other_job_inserts_first(session, flush_context, instances):
+        for row in session.new:
+            if isinstance(row, SqlDataset) and not raced:
+                raced.append(row.name)
+                with sqlite3.connect(db) as other:
+                    other.execute(
+                        "INSERT INTO datasets (dataset_uuid, experiment_id, name, digest,"
+                        " dataset_source_type, dataset_source) VALUES (?, ?, ?, ?, ?, ?)",
+                        (uuid.uuid4().hex, int(experiment), row.name, row.digest, "local", "{}"),
+                    )
+
+    x = np.zeros((4, 28, 28, 1), np.float32)
+    y = np.arange(4, dtype=np.uint8)
+    event.listen(Session, "before_flush", other_job_inserts_first)
+    try:
+        with mlflow.start_run(experiment_id=experiment) as run:
+            record = tracking.RunLog(run.info.run_id, tmp_path, uri)
+            record.dataset(
+                x, y, name="mnist-train", source=str(tmp_path), digest="d1", context="train"
+            )
+    finally:
+        event.remove(Session, "before_flush", other_job_inserts_first)
+
+    assert raced == ["mnist-train"]  # the race happened
+    inputs = MlflowClient(uri).get_run(run.info.run_id).inputs.dataset_inputs
+    assert [(i.dataset.name, i.dataset.digest) for i in inputs] == [("mnist-train", "d1")]
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT count(*) FROM datasets WHERE name = 'mnist-train'").fetchone()
+    assert rows == (1,)
+
+
+def test_only_a_duplicate_key_is_retried(monkeypatch, tmp_path):
+    import numpy as np
+    from mlflow.exceptions import MlflowException
+
+    calls = []
+
+    def failing(dataset, context):
+        calls.append(context)
+        raise MlflowException("RESOURCE_DOES_NOT_EXIST: run 'abc' not found")
+
+    monkeypatch.setattr(tracking.mlflow, "log_input", failing)
+    record = tracking.RunLog("abc", tmp_path)
+    with pytest.raises(MlflowException, match="not found"):
+        record.dataset(
+            np.zeros((1, 2)), np.zeros(1), name="n", source=str(tmp_path), digest="d", context="c"
+        )
+    assert calls == ["c"]  # not retried
