@@ -4,10 +4,10 @@ same training in a plain Keras script, both as whole processes, alternated.
     .venv/bin/python benchmarks/overhead.py [--epochs 3] [--repeat 5]
 
 Seed CNN, all 60,000 images (54,000 train / 6,000 validation, then the 10,000 test
-images), batch 32, seed 42, in both. The tracked runs share one SQLite store that exists
-before the first of them (as after a project's first run: creating a store runs MLflow's
-database migrations once). Prints the wall times and their ratio (target: at most 1.05)
-and writes benchmarks/results/overhead.{json,md}.
+images), tf.data pipeline, batch 32, seed 42, in both. The tracked runs share one SQLite
+store that exists before the first of them (as after a project's first run: creating a
+store runs MLflow's database migrations once). Prints the wall times and their ratio
+(target: at most 1.05) and writes benchmarks/results/overhead.{json,md}.
 """
 
 from __future__ import annotations

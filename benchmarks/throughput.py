@@ -24,16 +24,16 @@ from common import ROOT, prepare, save, table, timed
 # the seed CNN (the default model) and on the MLP and VGG where they may differ.
 VARIANTS = [
     ("mlp", "mlp", []),
-    ("mlp, tf.data", "mlp", ["trainer.pipeline=dataset"]),
+    ("mlp, NumPy arrays", "mlp", ["trainer.pipeline=arrays"]),
     ("cnn", "cnn", []),
-    ("cnn, tf.data", "cnn", ["trainer.pipeline=dataset"]),
+    ("cnn, NumPy arrays", "cnn", ["trainer.pipeline=arrays"]),
     # XLA on CPU: several times slower here (vgg: 326 s per epoch against 100 s), so it
     # is measured on the CNN only.
     ("cnn, XLA", "cnn", ["trainer.jit_compile=true"]),
     ("cnn, 1 thread", "cnn", ["trainer.threads=1"]),
     ("cnn, batch 128", "cnn", ["trainer.batch_size=128"]),
     ("vgg", "vgg", []),
-    ("vgg, tf.data", "vgg", ["trainer.pipeline=dataset"]),
+    ("vgg, NumPy arrays", "vgg", ["trainer.pipeline=arrays"]),
 ]
 
 
@@ -69,37 +69,47 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=12000, help="training + validation")
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--repeat", type=int, default=2, help="processes per variant")
+    parser.add_argument("--repeat", type=int, default=2, help="rounds: processes per variant")
     parser.add_argument("--only", help="variant labels separated by ';' (e.g. 'cnn;cnn, XLA')")
     args = parser.parse_args()
-    chosen = [v for v in VARIANTS if not args.only or v[0] in args.only.split(";")]
+    only = args.only.split(";") if args.only else [v[0] for v in VARIANTS]
+    unknown = sorted(set(only) - {v[0] for v in VARIANTS})
+    if unknown:
+        parser.error(f"--only: no variant {unknown}; the variants: {[v[0] for v in VARIANTS]}")
+    chosen = [v for v in VARIANTS if v[0] in only]
     rows, data = [], []
-    for label, model, extra in chosen:
-        overrides = [
+    runs = {
+        label: [
             f"model={model}",
             f"data.train_limit={args.images}",
             f"trainer.epochs={args.epochs}",
             *extra,
         ]
-        command = [sys.executable, __file__, "--worker", json.dumps(overrides)]
-        # Each process: the median of its epochs after the first (tracing); then the
-        # median over processes (this machine's speed drifts by tens of percent).
-        epoch_times, result = [], {}
-        for _ in range(args.repeat):
+        for label, model, extra in chosen
+    }
+    # Each process: the median of its epochs after the first (tracing). The variants take
+    # turns, round after round, so that this machine's drift (tens of percent over
+    # minutes) falls on all of them alike; the figure is the median over the rounds.
+    epoch_times: dict[str, list[float]] = {label: [] for label in runs}
+    images: dict[str, int] = {}
+    for _ in range(args.repeat):
+        for label, overrides in runs.items():
+            command = [sys.executable, __file__, "--worker", json.dumps(overrides)]
             _, out = timed(command, cwd=ROOT)
             result = json.loads(out.strip().splitlines()[-1])
-            epoch_times.append(
-                statistics.median(result["epoch_seconds"][1:] or result["epoch_seconds"])
-            )
-        epoch_s = statistics.median(epoch_times)
-        per_s = result["train_images"] / epoch_s
+            seconds = result["epoch_seconds"]
+            epoch_times[label].append(statistics.median(seconds[1:] or seconds))
+            images[label] = result["train_images"]
+    for label, overrides in runs.items():
+        epoch_s = statistics.median(epoch_times[label])
+        per_s = images[label] / epoch_s
         full_epoch = 54000 / per_s
         data.append(
             {
                 "variant": label,
                 "overrides": overrides,
-                "epoch_medians": [round(t, 2) for t in epoch_times],
-                "train_images": result["train_images"],
+                "epoch_medians": [round(t, 2) for t in epoch_times[label]],
+                "train_images": images[label],
                 "images_per_second": round(per_s),
                 "full_epoch_seconds": full_epoch,
             }
@@ -113,8 +123,8 @@ def main() -> None:
         f"`benchmarks/throughput.py --images {args.images} --epochs {args.epochs} --repeat "
         f"{args.repeat}`: training images per second (median of the epochs after the "
         f"first, validation included, median of {args.repeat} processes) and the seconds "
-        "that makes for one epoch of the full 54,000-image training split. Defaults: NumPy "
-        "arrays, no XLA, all cores, batch 32."
+        "that makes for one epoch of the full 54,000-image training split. Defaults: tf.data "
+        "pipeline, no XLA, all cores, batch 32."
     )
     markdown = table(["variant", "images/s", "s per full epoch"], rows)
     save("throughput", setup, {"rows": data}, markdown)
