@@ -48,8 +48,14 @@ def main() -> None:
             cwd=tmp,
         )
         for i in range(args.repeat):
-            plain.append(timed(plain_cmd, tmp)[0])
-            tracked.append(timed(tracked_cmd, tmp)[0])
+            # Each goes first in every other pair: this machine's speed drifts, and what
+            # runs second in a pair would otherwise always meet the drift's later half.
+            if i % 2 == 0:
+                plain.append(timed(plain_cmd, tmp)[0])
+                tracked.append(timed(tracked_cmd, tmp)[0])
+            else:
+                tracked.append(timed(tracked_cmd, tmp)[0])
+                plain.append(timed(plain_cmd, tmp)[0])
             print(f"{i + 1}: plain {plain[-1]:.1f} s, tracked {tracked[-1]:.1f} s", flush=True)
     result = {
         "epochs": args.epochs,
