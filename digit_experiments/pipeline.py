@@ -38,4 +38,5 @@ def fit_inputs(splits: Splits, one_hot: np.ndarray, trainer: TrainerConfig) -> d
         .cache()
         .prefetch(tf.data.AUTOTUNE)
     )
-    return {"x": train, "validation_data": val}
+    # The dataset shuffles itself; fit's own shuffle (on by default) only warns for one.
+    return {"x": train, "validation_data": val, "shuffle": False}
