@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     import os
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+    # Loading a model from the store would draw MLflow's download bar around the answer.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -173,6 +173,7 @@ def test_predict_reads_pictures_like_mnist_in_both_polarities_and_any_size(store
             capsys=capsys,
         )
         assert code == 0, err
+        assert "Downloading artifacts" not in err  # no MLflow progress bar in the answer
         results = json.loads(out)
         assert [r["file"] for r in results] == [str(f) for f in files]
         assert all(len(r["probabilities"]) == 10 for r in results)
