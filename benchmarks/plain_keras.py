@@ -1,9 +1,9 @@
 """The seed CNN trained by a plain Keras script: no Hydra, no MLflow. The reference that
 benchmarks/overhead.py compares a fully tracked run with.
 
-Same data (the bundled MNIST, same split), input pipeline (tf.data: cached, reshuffled
-each epoch, prefetched), model, batch size, epochs and seed as
-`python -m digit_experiments.train` with the defaults.
+Same data (the bundled MNIST, same split), input pipeline (`pipeline.fit_inputs`: the
+default tf.data, cached, reshuffled each epoch, prefetched), model, batch size, epochs
+and seed as `python -m digit_experiments.train` with the defaults.
 """
 
 from __future__ import annotations
@@ -13,10 +13,9 @@ import time
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from digit_experiments import data
-from digit_experiments.config import CNNConfig, DataConfig, RegularizationConfig
+from digit_experiments import data, pipeline
+from digit_experiments.config import CNNConfig, DataConfig, RegularizationConfig, TrainerConfig
 from digit_experiments.models import build_cnn
 
 parser = argparse.ArgumentParser()
@@ -32,20 +31,9 @@ model.compile(
     optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy", metrics=["accuracy"]
 )
 one_hot = np.eye(10, dtype=np.float32)
-train = (
-    tf.data.Dataset.from_tensor_slices((splits.x_train, one_hot[splits.y_train]))
-    .cache()
-    .shuffle(len(splits.y_train), seed=args.seed, reshuffle_each_iteration=True)
-    .batch(args.batch_size)
-    .prefetch(tf.data.AUTOTUNE)
-)
-val = (
-    tf.data.Dataset.from_tensor_slices((splits.x_val, one_hot[splits.y_val]))
-    .batch(args.batch_size)
-    .cache()
-    .prefetch(tf.data.AUTOTUNE)
-)
 started = time.perf_counter()
-model.fit(train, epochs=args.epochs, validation_data=val, shuffle=False, verbose=2)
+# The batches come as a run's do (the default tf.data pipeline), so both train alike.
+trainer = TrainerConfig(batch_size=args.batch_size, seed=args.seed)
+model.fit(**pipeline.fit_inputs(splits, one_hot, trainer), epochs=args.epochs, verbose=2)
 loss, accuracy = model.evaluate(splits.x_test, one_hot[splits.y_test], verbose=0)
 print(f"test accuracy {accuracy:.4f}; fit {time.perf_counter() - started:.1f} s")

@@ -71,6 +71,19 @@ def _isolated(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
 
 
+# What a run logs once per epoch.
+EPOCH_METRICS = {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds"}
+
+
+def all_artifacts(client, run_id: str, path: str = ""):
+    """The path of every file a run has logged, folders walked."""
+    for item in client.list_artifacts(run_id, path):
+        if item.is_dir:
+            yield from all_artifacts(client, run_id, item.path)
+        else:
+            yield item.path
+
+
 def http(url: str, body: dict | None = None) -> bytes:
     """GET (or POST a JSON body) and return the response body."""
     data = json.dumps(body).encode() if body is not None else None

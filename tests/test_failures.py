@@ -11,19 +11,14 @@ from mlflow.tracking import MlflowClient
 from digit_experiments import evaluate
 from digit_experiments.train import train
 
-from .conftest import SMALL, free_port, run_cli, small_cfg
+from .conftest import SMALL, all_artifacts, free_port, run_cli, small_cfg
 
 
 def _only_run(store):
     client = MlflowClient(f"sqlite:///{store}/mlflow.db")
     experiment = client.get_experiment_by_name("digit-experiments")
     (run,) = client.search_runs(experiment.experiment_id)
-    paths = set()
-    stack = [""]
-    while stack:
-        for item in client.list_artifacts(run.info.run_id, stack.pop()):
-            (stack.append if item.is_dir else paths.add)(item.path)
-    return run, paths
+    return run, set(all_artifacts(client, run.info.run_id))
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,16 @@ from mlflow.tracking import MlflowClient
 from digit_experiments import tracking
 from digit_experiments.train import train
 
-from .conftest import SMALL, clean_env, free_port, http, mlflow_process, small_cfg
+from .conftest import (
+    EPOCH_METRICS,
+    SMALL,
+    all_artifacts,
+    clean_env,
+    free_port,
+    http,
+    mlflow_process,
+    small_cfg,
+)
 
 
 def _runs(uri: str, experiment: str = "digit-experiments"):
@@ -40,7 +49,7 @@ def _server(tmp_path):
 
 
 def _artifact_texts(client, run_id):
-    for path in _all_artifacts(client, run_id):
+    for path in all_artifacts(client, run_id):
         if path.endswith((".yaml", ".txt", ".log", ".json", ".csv", ".md")):
             yield path, client.download_artifacts(run_id, path)
 
@@ -300,7 +309,6 @@ def test_a_tracking_server_that_goes_away_mid_run_loses_nothing(tmp_path):
 
 # --- concurrency ----------------------------------------------------------------------
 
-EPOCH_METRICS = {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds"}
 ARTIFACTS = {
     "checkpoints/mlp_best_model.h5",
     "config/config.yaml",
@@ -315,14 +323,6 @@ ARTIFACTS = {
     "reports/history.json",
     "reports/model_summary.txt",
 }
-
-
-def _all_artifacts(client, run_id, path=""):
-    for item in client.list_artifacts(run_id, path):
-        if item.is_dir:
-            yield from _all_artifacts(client, run_id, item.path)
-        else:
-            yield item.path
 
 
 def _assert_recorded_completely(client, run, overrides: list[str], epochs: int) -> None:
@@ -341,7 +341,7 @@ def _assert_recorded_completely(client, run, overrides: list[str], epochs: int) 
         history = client.get_metric_history(run.info.run_id, key)
         assert [m.step for m in history] == list(range(1, epochs + 1)), key
     assert {"test_accuracy", "test_f1_macro", "test_f1_class_9"} <= set(run.data.metrics)
-    assert ARTIFACTS <= set(_all_artifacts(client, run.info.run_id))
+    assert ARTIFACTS <= set(all_artifacts(client, run.info.run_id))
     assert [
         m.source_run_id
         for m in client.search_logged_models(

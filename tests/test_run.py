@@ -16,7 +16,7 @@ from digit_experiments import data, models, tracking
 from digit_experiments.config import validate
 from digit_experiments.train import train
 
-from .conftest import small_cfg
+from .conftest import EPOCH_METRICS, all_artifacts, small_cfg
 
 EXPECTED_ARTIFACTS = {
     "checkpoints/cnn_best_model.h5",
@@ -30,7 +30,6 @@ EXPECTED_ARTIFACTS = {
     "reports/model_summary.txt",
     "reports/history.json",
 }
-EPOCH_METRICS = {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds"}
 TEST_METRICS = {
     "test_accuracy",
     "test_loss",
@@ -69,14 +68,6 @@ def finished(tmp_path_factory):
         "model": built[0],
         "store": store,
     }
-
-
-def _artifacts(client, run_id, path=""):
-    for item in client.list_artifacts(run_id, path):
-        if item.is_dir:
-            yield from _artifacts(client, run_id, item.path)
-        else:
-            yield item.path
 
 
 def test_run_finishes_with_a_name_and_tags(finished):
@@ -121,7 +112,7 @@ def test_test_metrics_are_logged(finished):
 
 
 def test_every_artifact_is_there(finished):
-    paths = set(_artifacts(finished["client"], finished["run"].info.run_id))
+    paths = set(all_artifacts(finished["client"], finished["run"].info.run_id))
     assert EXPECTED_ARTIFACTS <= paths, EXPECTED_ARTIFACTS - paths
 
 
