@@ -14,17 +14,19 @@ sqlite:///mlflow.db in the current directory.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
+from digit_experiments.errors import DigitsError
+from digit_experiments.tracking.redaction import redact
 
-class CliError(Exception):
-    """A user-facing error: printed without a traceback, exit code 1."""
+
+class CliError(DigitsError):
+    """A mistake in the command line itself."""
 
 
 def main(argv: list[str] | None = None) -> int:
-    import os
-
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     # Loading a model from the store would draw MLflow's download bar around the answer.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -35,9 +37,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.handler(args)
-    except CliError as e:
-        print(f"digits {args.command}: {e}", file=sys.stderr)
+    except DigitsError as e:
+        print(f"digits {args.command}: {redact(str(e))}", file=sys.stderr)
         return 1
+
+
+def console() -> None:
+    """Console entry point (`digits`): what it prints is masked like a run's output."""
+    from digit_experiments.tracking.redaction import redact_console
+
+    redact_console()
+    sys.exit(main())
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -95,19 +105,20 @@ def _parser() -> argparse.ArgumentParser:
 
 def _client(args):
     import mlflow
-    from mlflow.tracking import MlflowClient
 
-    from digit_experiments import tracking
+    from digit_experiments.tracking import store
 
-    uri = tracking.resolve_tracking_uri(args.tracking_uri, Path.cwd())
+    uri = store.resolve_tracking_uri(args.tracking_uri, Path.cwd())
+    store.check_reachable(uri)
     mlflow.set_tracking_uri(uri)  # models:/ URIs resolve against the same store
-    return MlflowClient(uri)
+    return store.client(uri)
 
 
 def _compare(args) -> int:
     from mlflow.exceptions import MlflowException
 
-    from digit_experiments import compare
+    from digit_experiments.reporting import compare
+    from digit_experiments.tracking import search
 
     client = _client(args)
     columns = [c for c, _ in compare.COLUMNS]
@@ -124,8 +135,8 @@ def _compare(args) -> int:
         experiment = client.get_experiment_by_name(args.experiment)
         if experiment is None:
             raise CliError(f"--experiment: no experiment named {args.experiment!r}")
-        runs = client.search_runs([experiment.experiment_id], max_results=10_000)
-        rows = [compare.row(r) for r in runs if r.data.tags.get("sweep") != "true"]
+        runs = search.all_runs(client, [experiment.experiment_id])
+        rows = [compare.row(r) for r in runs if not search.is_sweep(r)]
         title = f"experiment {args.experiment!r}"
     else:
         if args.parent:
@@ -134,8 +145,7 @@ def _compare(args) -> int:
             except MlflowException as e:
                 raise CliError(f"--parent: no run {args.parent!r} ({e.message})") from e
         else:
-            ids = [e.experiment_id for e in client.search_experiments()]
-            parent = compare.latest_sweep(client, ids) if ids else None
+            parent = search.latest_sweep(client)
             if parent is None:
                 raise CliError(
                     "no sweep found; run one with `python -m "
@@ -158,16 +168,11 @@ def _compare(args) -> int:
 
 
 def _promote(args) -> int:
-    import os
-
-    from digit_experiments import registry
+    from digit_experiments.inference import registry
 
     client = _client(args)
-    try:
-        runs = registry.candidate_runs(client, args.parent, args.experiment, args.filter)
-        plan = registry.plan_promotion(client, runs, args.name, args.metric, args.force)
-    except registry.RegistryError as e:
-        raise CliError(str(e)) from e
+    runs = registry.candidate_runs(client, args.parent, args.experiment, args.filter)
+    plan = registry.plan_promotion(client, runs, args.name, args.metric, args.force)
     print(registry.describe(plan))
     if args.dry_run:
         print("dry run: nothing changed")
@@ -191,28 +196,21 @@ def _promote(args) -> int:
 def _predict(args) -> int:
     import json
 
-    from digit_experiments import predict
-    from digit_experiments.preprocess import ImageError
+    from digit_experiments.inference.loading import is_store_uri
+    from digit_experiments.inference.predictor import Predictor, read_pictures
 
-    try:
-        labels, images = predict.read_inputs(args.files)
-    except ImageError as e:
-        raise CliError(str(e)) from e
-    if args.model.startswith(("models:/", "runs:/")):
+    pictures = read_pictures(args.files)  # a missing or unreadable file: before the model
+    if is_store_uri(args.model):
         _client(args)
-    try:
-        model = predict.load_model(args.model)
-    except predict.ModelError as e:
-        raise CliError(str(e)) from e
-    probabilities = predict.predict(model, images)
+    answers = Predictor.load(args.model).predict_files(pictures)
     results = [
         {
             "file": label,
-            "digit": int(p.argmax()),
-            "probability": float(p.max()),
-            "probabilities": [round(float(v), 6) for v in p],
+            "digit": p.digit,
+            "probability": p.probability,
+            "probabilities": [round(float(v), 6) for v in p.probabilities],
         }
-        for label, p in zip(labels, probabilities)
+        for label, p in answers
     ]
     if args.json:
         print(json.dumps(results, indent=2))
@@ -224,17 +222,14 @@ def _predict(args) -> int:
 
 
 def _export(args) -> int:
-    from digit_experiments import predict
+    from digit_experiments.inference.loading import export, is_store_uri, load_model
 
-    if args.model.startswith(("models:/", "runs:/")):
+    if is_store_uri(args.model):
         _client(args)
-    try:
-        out = predict.export(predict.load_model(args.model), args.out)
-    except predict.ModelError as e:
-        raise CliError(str(e)) from e
+    out = export(load_model(args.model), args.out)
     print(f"wrote {out}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -30,10 +30,10 @@ def main(argv: list[str] | None = None) -> int:
         from digit_experiments import cli
 
         return cli.main(["promote", *words])
-    from digit_experiments import train
+    from digit_experiments.app.main import cli
 
     sys.argv = ["digits-train", *(["-m"] if entry == "sweep" else []), *words]
-    train.main()
+    cli()
     return 0
 
 

@@ -19,8 +19,11 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from digit_experiments.train import CONF_DIR
+from digit_experiments.app.help import CONF_DIR, register_resolver
+from digit_experiments.core.config import register_configs
 
+register_configs()  # the schemas conf/ names, as the entry point registers them
+register_resolver()
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["data.train_limit=2000", "data.test_limit=500", "trainer.epochs=1"]
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from digit_experiments.train import CONF_DIR
+from digit_experiments.app.help import CONF_DIR
 
 from .conftest import clean_env
 

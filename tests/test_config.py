@@ -10,8 +10,9 @@ import pytest
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from digit_experiments.config import ConfigError, validate
-from digit_experiments.train import CONF_DIR
+from digit_experiments.core.config import validate
+from digit_experiments.errors import ConfigError
+from digit_experiments.app.help import CONF_DIR
 
 from .conftest import clean_env, compose_cfg, run_cli
 
@@ -144,7 +145,7 @@ def test_fast_help_is_hydras_own_help(tmp_path, overrides):
         [
             sys.executable,
             "-c",
-            "from digit_experiments.train import main; main()",
+            "from digit_experiments.app.main import main; main()",
             "--help",
             *overrides,
         ],

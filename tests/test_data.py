@@ -8,8 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
-from digit_experiments import data
-from digit_experiments.config import DataConfig
+from digit_experiments.core import data
+from digit_experiments.core.config import DataConfig
 
 # From shared/data/mnist/README.md.
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]

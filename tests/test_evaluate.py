@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from digit_experiments import evaluate
+from digit_experiments.core import evaluate
 
 
 def test_metrics_of_a_known_prediction():

@@ -8,8 +8,10 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from digit_experiments import evaluate
-from digit_experiments.train import train
+from digit_experiments.app.run import train
+from digit_experiments.core import evaluate
+from digit_experiments.errors import TrainingDiverged
+from digit_experiments.tracking import callback
 
 from .conftest import SMALL, all_artifacts, free_port, run_cli, small_cfg
 
@@ -45,16 +47,14 @@ def test_a_run_that_stops_after_training_keeps_checkpoint_and_curves(
 
 
 def test_a_run_that_fails_mid_training_logs_the_epochs_so_far(tmp_path, monkeypatch):
-    from digit_experiments import callbacks
-
-    original = callbacks.EpochMetrics.on_epoch_end
+    original = callback.EpochMetrics.on_epoch_end
 
     def fail_in_second_epoch(self, epoch, logs=None):
         original(self, epoch, logs)
         if epoch == 1:
             raise RuntimeError("lost the GPU")
 
-    monkeypatch.setattr(callbacks.EpochMetrics, "on_epoch_end", fail_in_second_epoch)
+    monkeypatch.setattr(callback.EpochMetrics, "on_epoch_end", fail_in_second_epoch)
     with pytest.raises(RuntimeError, match="lost the GPU"):
         train(small_cfg(tmp_path, "model=mlp", "trainer.epochs=3"), output_dir=tmp_path / "out")
     run, paths = _only_run(tmp_path)
@@ -67,8 +67,6 @@ def test_a_run_that_fails_mid_training_logs_the_epochs_so_far(tmp_path, monkeypa
 
 
 def test_a_diverging_run_is_stopped_by_the_nan_guard(tmp_path):
-    from digit_experiments.callbacks import TrainingDiverged
-
     cfg = small_cfg(
         tmp_path, "model=mlp", "optimizer=sgd", "optimizer.learning_rate=1e6", "trainer.epochs=5"
     )

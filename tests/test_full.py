@@ -7,7 +7,7 @@ import json
 import pytest
 from mlflow.tracking import MlflowClient
 
-from digit_experiments.train import train
+from digit_experiments.app.run import train
 
 from .conftest import compose_cfg, http, mlflow_process, run_cli
 

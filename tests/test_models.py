@@ -5,8 +5,9 @@ from __future__ import annotations
 import keras
 import pytest
 
-from digit_experiments import models
-from digit_experiments.config import validate
+from digit_experiments.core import models
+from digit_experiments.core.config import validate
+from digit_experiments.core.optimizers import build_optimizer
 
 from .conftest import compose_cfg
 
@@ -25,7 +26,7 @@ def _layers(model):
 
 def _build(*overrides):
     conf = validate(compose_cfg(*overrides))
-    return models.build_model(conf.model, conf.regularization)
+    return models.build_model(conf.model, conf.regularization, (28, 28, 1), 10)
 
 
 def test_mlp_is_the_seed_baseline():
@@ -99,7 +100,7 @@ def test_optimizers_carry_their_own_parameters(option, cls, extra):
     overrides += [
         f"optimizer.{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in extra.items()
     ]
-    optimizer = models.build_optimizer(validate(compose_cfg(*overrides)).optimizer)
+    optimizer = build_optimizer(validate(compose_cfg(*overrides)).optimizer)
     assert isinstance(optimizer, cls)
     config = optimizer.get_config()
     assert config["learning_rate"] == pytest.approx(0.005)

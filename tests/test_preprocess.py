@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from digit_experiments import data
-from digit_experiments.preprocess import ImageError, batch_to_mnist, to_grayscale, to_mnist
+from digit_experiments.core import data
+from digit_experiments.errors import ImageError
+from digit_experiments.inference.preprocess import batch_to_mnist, to_grayscale, to_mnist
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +63,7 @@ def test_batches_in_mnist_format_are_only_scaled(digits):
     np.testing.assert_allclose(batch_to_mnist(digits[:4].reshape(4, 784)), out)
 
 
-@pytest.mark.parametrize("shape", [(3, 5), (2, 3, 4, 5), (0, 28, 28)])
+@pytest.mark.parametrize("shape", [(3,), (2, 3, 4, 5), (0, 28, 28)])
 def test_wrong_array_shapes_are_refused(shape):
     with pytest.raises(ImageError, match="expected images"):
         batch_to_mnist(np.zeros(shape))

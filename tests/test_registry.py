@@ -14,8 +14,12 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from digit_experiments import cli, data, predict, sweep
-from digit_experiments.train import train
+from digit_experiments import cli
+from digit_experiments.app.run import train
+from digit_experiments.core import data
+from digit_experiments.errors import ModelError
+from digit_experiments.inference.loading import load_model
+from digit_experiments.inference.predictor import Predictor
 
 from .conftest import clean_env, http, mlflow_process, small_cfg
 
@@ -47,10 +51,10 @@ def store(tmp_path_factory):
             )
         )
         parent = client.create_run(experiment_id, tags={"sweep": "true"}, run_name="sweep")
-        mp.setenv(sweep.PARENT_ENV, parent.info.run_id)
-        train(small_cfg(root, "model=mlp", "data.train_limit=1000"), output_dir=root / "mlp")
+        child = f"tracking.parent_run_id={parent.info.run_id}"
+        train(small_cfg(root, "model=mlp", "data.train_limit=1000", child), output_dir=root / "mlp")
         train(
-            small_cfg(root, "model=cnn", "data.train_limit=6000", "trainer.epochs=3"),
+            small_cfg(root, "model=cnn", "data.train_limit=6000", "trainer.epochs=3", child),
             output_dir=root / "cnn",
         )
         client.set_terminated(parent.info.run_id)
@@ -157,8 +161,8 @@ def pictures(store):
 
 def test_predict_reads_pictures_like_mnist_in_both_polarities_and_any_size(store, pictures, capsys):
     folders, images, labels = pictures
-    model = predict.load_model(f"models:/{NAME}@champion")
-    raw = predict.predict(model, data.to_model_input(images)).argmax(axis=1)
+    predictor = Predictor.load(f"models:/{NAME}@champion")
+    raw = predictor.probabilities(data.to_model_input(images)).argmax(axis=1)
     raw_accuracy = np.mean(raw == labels)
     assert raw_accuracy > 0.85
     for name, folder in folders.items():
@@ -196,7 +200,7 @@ def test_predict_reads_pictures_like_mnist_in_both_polarities_and_any_size(store
 def test_predict_refuses_bad_input_with_a_clear_error(store, pictures, tmp_path, capsys):
     (tmp_path / "notes.png").write_text("not a picture")
     Image.fromarray(np.full((40, 40), 230, np.uint8)).save(tmp_path / "blank.png")
-    np.save(tmp_path / "flat.npy", np.zeros((3, 5)))
+    np.save(tmp_path / "flat.npy", np.zeros(3))
     good = str(sorted(pictures[0]["plain"].glob("*.png"))[0])
     cases = [
         ([f"models:/{NAME}@champion", str(tmp_path / "notes.png")], "notes.png: not an image"),
@@ -226,8 +230,8 @@ def test_a_model_file_with_code_in_it_is_refused(tmp_path):
     )
     for name in ("lambda.keras", "lambda.h5"):
         model.save(tmp_path / name)
-        with pytest.raises(predict.ModelError, match="Lambda"):
-            predict.load_model(str(tmp_path / name))
+        with pytest.raises(ModelError, match="Lambda"):
+            load_model(str(tmp_path / name))
 
 
 def test_export_writes_an_h5_that_plain_keras_loads_elsewhere(store, pictures, tmp_path, capsys):
@@ -252,13 +256,13 @@ def test_export_writes_an_h5_that_plain_keras_loads_elsewhere(store, pictures, t
         timeout=120,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    expected = predict.predict(predict.load_model(f"models:/{NAME}@champion"), images)
+    expected = Predictor.load(f"models:/{NAME}@champion").probabilities(images)
     np.testing.assert_allclose(np.load(tmp_path / "p.npy"), expected, atol=1e-5)
 
 
 def test_mlflow_models_serve_answers_like_the_model_in_process(store, pictures):
     images = data.to_model_input(pictures[1][:8])
-    expected = predict.predict(predict.load_model(f"models:/{NAME}@champion"), images)
+    expected = Predictor.load(f"models:/{NAME}@champion").probabilities(images)
     with mlflow_process(
         "models",
         "serve",

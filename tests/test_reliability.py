@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from digit_experiments import tracking
-from digit_experiments.train import train
+from digit_experiments.app.run import train
+from digit_experiments.tracking import provenance, store
+from digit_experiments.tracking.runlog import RunLog, flatten
 
 from .conftest import (
     EPOCH_METRICS,
@@ -68,7 +69,7 @@ def test_deterministic_reruns_give_identical_metrics_and_record_versions(tmp_pat
     tags = runs[0].data.tags
     for package in ("tensorflow", "keras", "mlflow", "hydra-core", "numpy"):
         assert tags[f"version.{package}"] == metadata.version(package)
-    commit = tracking.git_commit()
+    commit = provenance.git_commit()
     assert commit and tags["git_commit"] == commit  # the code's checkout, not the cwd
 
 
@@ -184,13 +185,13 @@ def test_credentials_never_reach_params_tags_artifacts_or_the_console(tmp_path):
     ],
 )
 def test_redact_masks_uri_credentials(text, expected):
-    from digit_experiments.redaction import redact
+    from digit_experiments.tracking.redaction import redact
 
     assert redact(text) == expected
 
 
 def test_redact_masks_secret_environment_values(monkeypatch):
-    from digit_experiments.redaction import redact
+    from digit_experiments.tracking.redaction import redact
 
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "tok-123456")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "pw-abcdef")
@@ -334,7 +335,7 @@ def _assert_recorded_completely(client, run, overrides: list[str], epochs: int) 
 
     assert run.info.status == "FINISHED"
     cfg = compose_cfg(*overrides, f"tracking.uri={run.data.params['tracking.uri']}")
-    expected = set(tracking.flatten(OmegaConf.to_container(cfg, resolve=True)))
+    expected = set(flatten(OmegaConf.to_container(cfg, resolve=True)))
     expected |= {"model.num_params", "data.n_train", "data.n_val", "data.n_test"}
     assert set(run.data.params) == expected
     for key in EPOCH_METRICS:
@@ -423,7 +424,7 @@ def test_a_dataset_two_jobs_log_at_the_same_moment_is_recorded_once(tmp_path):
     db = tmp_path / "mlflow.db"
     uri = f"sqlite:///{db}"
     mlflow.set_tracking_uri(uri)
-    experiment = tracking.ensure_experiment("race", uri, tmp_path)
+    experiment = store.ensure_experiment("race", uri, tmp_path)
     raced = []
 
     def other_job_inserts_first(session, flush_context, instances):
@@ -442,7 +443,7 @@ def test_a_dataset_two_jobs_log_at_the_same_moment_is_recorded_once(tmp_path):
     event.listen(Session, "before_flush", other_job_inserts_first)
     try:
         with mlflow.start_run(experiment_id=experiment) as run:
-            record = tracking.RunLog(run.info.run_id, tmp_path, uri)
+            record = RunLog(MlflowClient(uri), run.info.run_id, tmp_path, uri)
             record.dataset(
                 x, y, name="mnist-train", source=str(tmp_path), digest="d1", context="train"
             )
@@ -457,20 +458,20 @@ def test_a_dataset_two_jobs_log_at_the_same_moment_is_recorded_once(tmp_path):
     assert rows == (1,)
 
 
-def test_only_a_duplicate_key_is_retried(monkeypatch, tmp_path):
+def test_only_a_duplicate_key_is_retried(tmp_path):
     import numpy as np
     from mlflow.exceptions import MlflowException
 
     calls = []
 
-    def failing(dataset, context):
-        calls.append(context)
-        raise MlflowException("RESOURCE_DOES_NOT_EXIST: run 'abc' not found")
+    class FailingClient:
+        def log_inputs(self, run_id, datasets):
+            calls.append(run_id)
+            raise MlflowException("RESOURCE_DOES_NOT_EXIST: run 'abc' not found")
 
-    monkeypatch.setattr(tracking.mlflow, "log_input", failing)
-    record = tracking.RunLog("abc", tmp_path)
+    record = RunLog(FailingClient(), "abc", tmp_path, f"sqlite:///{tmp_path}/mlflow.db")
     with pytest.raises(MlflowException, match="not found"):
         record.dataset(
             np.zeros((1, 2)), np.zeros(1), name="n", source=str(tmp_path), digest="d", context="c"
         )
-    assert calls == ["c"]  # not retried
+    assert calls == ["abc"]  # not retried

@@ -12,9 +12,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from digit_experiments import data, models, tracking
-from digit_experiments.config import validate
-from digit_experiments.train import train
+from digit_experiments.app.run import train
+from digit_experiments.core import data, models
+from digit_experiments.core.config import validate
+from digit_experiments.tracking.runlog import flatten
 
 from .conftest import EPOCH_METRICS, all_artifacts, small_cfg
 
@@ -47,9 +48,10 @@ def finished(tmp_path_factory):
     store = tmp_path_factory.mktemp("store")
     cfg = small_cfg(store, "trainer.epochs=2")
     built = []
+    build = models.build_model
 
-    def capture(model_cfg, reg_cfg):
-        built.append(models.BUILDERS[model_cfg.name](model_cfg, reg_cfg))
+    def capture(*args):
+        built.append(build(*args))
         return built[-1]
 
     with pytest.MonkeyPatch.context() as mp:
@@ -81,7 +83,7 @@ def test_run_finishes_with_a_name_and_tags(finished):
 
 def test_params_are_the_whole_resolved_config(finished):
     params = finished["run"].data.params
-    flat = tracking.flatten(OmegaConf.to_container(finished["cfg"], resolve=True))
+    flat = flatten(OmegaConf.to_container(finished["cfg"], resolve=True))
     assert {k: str(v) for k, v in flat.items()}.items() <= params.items()
     assert params["trainer.epochs"] == "2"
     assert params["model.conv_filters"] == "[32, 64]"

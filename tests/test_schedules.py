@@ -5,8 +5,8 @@ from __future__ import annotations
 import keras
 import pytest
 
-from digit_experiments import schedules
-from digit_experiments.config import ScheduleConfig
+from digit_experiments.core import schedules
+from digit_experiments.core.config import ScheduleConfig
 
 
 def _rate(schedule, step):

@@ -14,7 +14,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from digit_experiments.train import CONF_DIR
+from digit_experiments.app.help import CONF_DIR
 
 from .conftest import clean_env, run_cli
 

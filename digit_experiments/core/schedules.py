@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from digit_experiments.config import ScheduleConfig
+from digit_experiments.core.config import ScheduleConfig
 
 # One-cycle starts at peak / 25 (Smith & Topin's default division factor).
 ONECYCLE_START_DIVISOR = 25.0

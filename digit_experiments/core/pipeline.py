@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from digit_experiments.config import TrainerConfig
-from digit_experiments.data import Splits
+from digit_experiments.core.config import TrainerConfig
+from digit_experiments.core.data import Splits
 
 
 def fit_inputs(splits: Splits, one_hot: np.ndarray, trainer: TrainerConfig) -> dict:

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from digit_experiments.evaluate import normalise_rows  # noqa: E402
+from digit_experiments.core.evaluate import normalise_rows  # noqa: E402
 
 
 def learning_curves(history: dict[str, list[float]]) -> Figure:

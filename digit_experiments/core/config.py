@@ -5,6 +5,9 @@ mistyped key (`trainer.epochz=3`) or a wrong type (`trainer.epochs=ten`) never r
 job. Ranges and choices are declared beside each field (`field(metadata=...)`) and checked
 by `validate()`, which a job calls first: before TensorFlow or MLflow is imported.
 
+Each model option's schema lives beside its builder (digit_experiments/core/models/);
+`register_configs` finds them there.
+
 This module must stay light: it is imported by `--help` and `--cfg job`.
 """
 
@@ -18,12 +21,10 @@ from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from digit_experiments.errors import ConfigError
+
 MONITORS = ("loss", "accuracy", "val_loss", "val_accuracy")
 ACTIVATIONS = ("relu", "gelu", "elu", "selu", "swish", "tanh")
-
-
-class ConfigError(ValueError):
-    """A config value that composes but makes no sense (out of range, unknown choice)."""
 
 
 def spec(default: Any = dataclasses.MISSING, *, factory: Any = None, **rules: Any) -> Any:
@@ -52,42 +53,6 @@ class DataConfig:
     # Class-balanced, deterministic slices; null = all. Tests and smoke runs use them.
     train_limit: int | None = spec(None, ge=10)
     test_limit: int | None = spec(None, ge=10)
-
-
-# --- model ----------------------------------------------------------------------------
-
-
-@dataclass
-class MLPConfig:
-    name: str = spec("mlp", choices=("mlp",))  # fixed: it picks the builder
-    hidden_units: list[int] = spec(factory=lambda: [128, 64], each=True, ge=1)
-    activation: str = spec("relu", choices=ACTIVATIONS)
-
-
-@dataclass
-class CNNConfig:
-    name: str = spec("cnn", choices=("cnn",))  # fixed: it picks the builder
-    # One conv block per entry: Conv2D(filters, kernel) -> MaxPool(pool).
-    conv_filters: list[int] = spec(factory=lambda: [32, 64], each=True, ge=1)
-    kernel_size: int = spec(3, ge=1)
-    pool_size: int = spec(2, ge=1)
-    dense_units: list[int] = spec(factory=lambda: [128], each=True, ge=1)
-    activation: str = spec("relu", choices=ACTIVATIONS)
-
-
-@dataclass
-class VGGConfig:
-    """A deeper VGG-style CNN: blocks of 3x3 convolutions, each followed by batch
-    normalisation, then 2x2 max pooling; a dense head."""
-
-    name: str = spec("vgg", choices=("vgg",))  # fixed: it picks the builder
-    block_filters: list[int] = spec(factory=lambda: [32, 64, 128], each=True, ge=1)
-    convs_per_block: int = spec(2, ge=1)
-    # same: every block keeps its input size (28, 14, 7 ...); valid: each 3x3 conv trims a
-    # pixel on every side, so the feature maps shrink faster and training is cheaper.
-    padding: str = spec("same", choices=("same", "valid"))
-    dense_units: list[int] = spec(factory=lambda: [256], each=True, ge=1)
-    activation: str = spec("relu", choices=ACTIVATIONS)
 
 
 # --- optimizer ------------------------------------------------------------------------
@@ -232,6 +197,12 @@ class TrackingConfig:
     run_name: str | None = None  # null: <model>-<optimizer>-<regularization>
     log_model: bool = True  # log the trained model as an MLflow model (for the registry)
     sample_predictions: int = spec(25, ge=1, le=100)  # images in the predictions grid
+    # The run this one is a child of. A sweep sets it for each of its jobs (the sweep's
+    # parent run); a job whose store does not have that run is refused, not orphaned.
+    parent_run_id: str | None = None
+    # A tracking server that went away mid-run: how long the end of the run waits for it
+    # to come back, to send the epochs it missed, before giving up (seconds).
+    reconnect_timeout: float = spec(60.0, ge=0.0)
 
 
 @dataclass
@@ -251,7 +222,7 @@ class Config:
 #   defaults: [/schema/model/cnn@_here_, _self_]
 SCHEMAS: dict[str, dict[str, type]] = {
     "data": {"mnist": DataConfig},
-    "model": {"mlp": MLPConfig, "cnn": CNNConfig, "vgg": VGGConfig},
+    # "model": one per module of digit_experiments/core/models/ (see register_configs)
     "optimizer": {
         "adam": AdamConfig,
         "adamw": AdamWConfig,
@@ -268,9 +239,11 @@ def register_configs() -> None:
     """Put every schema into Hydra's ConfigStore (idempotent)."""
     from hydra.core.config_store import ConfigStore
 
+    from digit_experiments.core import models
+
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
-    for group, options in SCHEMAS.items():
+    for group, options in {**SCHEMAS, "model": models.specs()}.items():
         for name, node in options.items():
             cs.store(group=f"schema/{group}", name=name, node=node)
 
@@ -309,6 +282,10 @@ def _unknown_keys(node: DictConfig, path: str, problems: list[str]) -> None:
 def _check(node: Any, path: str, problems: list[str]) -> None:
     if not dataclasses.is_dataclass(node):
         return
+    option = getattr(node, "OPTION", None)
+    if option and node.name != option:
+        # The name picks the builder: it must be the option whose schema this is.
+        problems.append(f"{path}name must be one of [{option}], got {node.name!r}")
     for f in dataclasses.fields(node):
         value = getattr(node, f.name)
         key = f"{path}{f.name}"

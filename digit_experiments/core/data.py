@@ -1,7 +1,10 @@
 """MNIST: read the IDX files (verified), split off validation, take class-balanced slices.
 
 Everything here is NumPy: no TensorFlow, so it is quick to test and to reuse.
-Images come out as float32 in [0, 1] with shape (N, 28, 28, 1); labels as uint8.
+Images come out as float32 in [0, 1] with shape (N, H, W, 1) (MNIST: 28 x 28); labels
+as uint8 digits. Arrays from any source are checked before a run starts: a file whose
+labels are not digits, whose images are not one size or whose pixel values break the
+rule of core.images is refused, naming the file and the problem.
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from digit_experiments.config import DataConfig
+from digit_experiments.core.config import DataConfig
+from digit_experiments.core.images import check_pixels, to_unit_range
+from digit_experiments.errors import DataError, ImageError
 
-NUM_CLASSES = 10
-IMAGE_SHAPE = (28, 28, 1)
+# Every source here holds handwritten digits: labels are 0-9.
+DIGITS = 10
 
 # sha256 of the *uncompressed* IDX content, as published with the data set
 # (see digit_experiments/resources/mnist/README.md). Checking the content rather than
@@ -38,10 +43,6 @@ SHA256 = {
 MAGIC_LABELS, MAGIC_IMAGES = 2049, 2051
 
 
-class DataError(ValueError):
-    """A data file that is missing, damaged, or not what it claims to be."""
-
-
 @dataclass
 class Splits:
     """The arrays a run trains, validates and tests on, and where they came from."""
@@ -53,9 +54,15 @@ class Splits:
     x_test: np.ndarray
     y_test: np.ndarray
     source: str  # a path or URI, shown as the dataset's source in MLflow
+    num_classes: int = DIGITS
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test)}
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        """(H, W, C) of one image: what a model built for this data takes."""
+        return tuple(self.x_train.shape[1:])
 
 
 def bundled_dir() -> Path:
@@ -114,27 +121,28 @@ def _find(directory: Path, stem: str) -> Path:
 
 
 def load_idx_dir(directory: Path, verify: bool = True) -> dict[str, np.ndarray]:
-    """The four MNIST arrays from a folder of IDX files, as uint8."""
-    directory = Path(directory)
+    """The four MNIST arrays from a folder of IDX files (checked), as uint8."""
+    return check_arrays(*_load_idx_dir(Path(directory), verify))
+
+
+def _load_idx_dir(directory: Path, verify: bool) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The four arrays and, for each, the file it came from (for error messages)."""
     if not directory.is_dir():
         raise DataError(f"{directory}: data directory not found")
-    arrays = {}
+    arrays, names = {}, {}
     for key, stem in FILES.items():
         path = _find(directory, stem)
         arrays[key] = read_idx(path, SHA256[stem] if verify else None)
-    for split in ("train", "test"):
-        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
-        if images.ndim != 3 or labels.ndim != 1:
-            raise DataError(
-                f"{directory}: {split} images must be N x H x W and labels N "
-                f"(got {images.shape} and {labels.shape})"
-            )
-        if len(images) != len(labels):
-            raise DataError(
-                f"{_find(directory, FILES[split + '_labels'])}: {len(labels)} labels "
-                f"for {len(images)} images"
-            )
-    return arrays
+        names[key] = str(path)
+    return arrays, names
+
+
+NPZ_KEYS = {
+    "train_images": "x_train",
+    "train_labels": "y_train",
+    "test_images": "x_test",
+    "test_labels": "y_test",
+}
 
 
 def load_npz(path: Path) -> dict[str, np.ndarray]:
@@ -144,39 +152,94 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
         raise DataError(f"{path}: data file not found")
     try:
         with np.load(path, allow_pickle=False) as npz:
-            keys = {
-                "train_images": "x_train",
-                "train_labels": "y_train",
-                "test_images": "x_test",
-                "test_labels": "y_test",
-            }
-            missing = [k for k in keys.values() if k not in npz.files]
+            missing = [k for k in NPZ_KEYS.values() if k not in npz.files]
             if missing:
                 raise DataError(f"{path}: missing arrays {missing} (has {npz.files})")
-            return {ours: npz[theirs] for ours, theirs in keys.items()}
+            return {ours: npz[theirs] for ours, theirs in NPZ_KEYS.items()}
     except (OSError, ValueError) as e:
         if isinstance(e, DataError):
             raise
         raise DataError(f"{path}: not a readable .npz file ({e})") from e
 
 
-def load_arrays(cfg: DataConfig) -> tuple[dict[str, np.ndarray], str]:
-    """Raw arrays (uint8 images, integer labels) and a description of their source."""
+def load_arrays(cfg: DataConfig) -> tuple[dict[str, np.ndarray], str, dict[str, str]]:
+    """Raw arrays (images, integer labels), a description of their source, and for each
+    array the file (and array) it came from, to name in an error."""
     if cfg.source == "bundled":
         directory = bundled_dir()
-        return load_idx_dir(directory, verify=True), str(directory)
+        arrays, names = _load_idx_dir(directory, verify=True)
+        return arrays, str(directory), names
     if cfg.source == "keras":
         import keras  # only this source needs it: it downloads into ~/.keras/datasets
 
         (xt, yt), (xs, ys) = keras.datasets.mnist.load_data()
         arrays = {"train_images": xt, "train_labels": yt, "test_images": xs, "test_labels": ys}
-        return arrays, "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
+        names = dict.fromkeys(arrays, "keras.datasets.mnist")
+        return arrays, "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz", names
     if cfg.path is None:
         raise DataError("data.path must be set when data.source=path")
     path = Path(cfg.path).expanduser()
     if path.suffix == ".npz":
-        return load_npz(path), str(path.resolve())
-    return load_idx_dir(path, verify=cfg.verify_checksums), str(path.resolve())
+        names = {ours: f"{path} ({theirs})" for ours, theirs in NPZ_KEYS.items()}
+        return load_npz(path), str(path.resolve()), names
+    arrays, names = _load_idx_dir(path, verify=cfg.verify_checksums)
+    return arrays, str(path.resolve()), names
+
+
+def check_arrays(arrays: dict[str, np.ndarray], names: dict[str, str]) -> dict[str, np.ndarray]:
+    """The four arrays checked and put in shape: images (N, H, W) of one size whose pixel
+    values follow core.images' rule (converted later, slice by slice), labels uint8
+    digits 0-9. Raises DataError naming the file (and array) and what is wrong."""
+    checked = {}
+    for split in ("train", "test"):
+        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        image_file, label_file = names[f"{split}_images"], names[f"{split}_labels"]
+        if images.ndim == 4 and images.shape[-1] == 1:
+            images = images[..., 0]
+        if images.ndim != 3 or 0 in images.shape:
+            raise DataError(
+                f"{image_file}: images must be N x H x W (2-D images of one size, one "
+                f"channel), got shape {images.shape}"
+            )
+        labels = np.asarray(labels)
+        if labels.ndim != 1:
+            raise DataError(f"{label_file}: labels must be one number per image, got shape {labels.shape}")
+        if len(images) != len(labels):
+            raise DataError(f"{label_file}: {len(labels)} labels for {len(images)} images")
+        checked[f"{split}_labels"] = _digit_labels(labels, label_file)
+        try:
+            check_pixels(images)
+        except ImageError as e:
+            raise DataError(f"{image_file}: {e}") from None
+        checked[f"{split}_images"] = images
+    train_hw, test_hw = checked["train_images"].shape[1:], checked["test_images"].shape[1:]
+    if train_hw != test_hw:
+        raise DataError(
+            f"{names['test_images']}: test images are {test_hw[0]}x{test_hw[1]} but the "
+            f"training images ({names['train_images']}) are {train_hw[0]}x{train_hw[1]}"
+        )
+    return checked
+
+
+def _digit_labels(labels: np.ndarray, file: str) -> np.ndarray:
+    """Labels as uint8, refusing anything that is not a digit 0-9."""
+    if not (np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating)):
+        raise DataError(f"{file}: labels must be integers 0-9, got dtype {labels.dtype}")
+    if np.issubdtype(labels.dtype, np.floating):
+        whole = np.isfinite(labels) & (labels == np.round(labels))
+        if not whole.all():
+            index = int(np.flatnonzero(~whole)[0])
+            raise DataError(
+                f"{file}: labels must be integers 0-9, found {labels[index]} at index {index}"
+            )
+    outside = (labels < 0) | (labels >= DIGITS)
+    if outside.any():
+        index = int(np.flatnonzero(outside)[0])
+        raise DataError(
+            f"{file}: labels must be digits 0-{DIGITS - 1}, found {labels[index]:g} at index "
+            f"{index} ({int(outside.sum())} such labels)"
+        )
+    return labels.astype(np.uint8)
 
 
 # --- preparing ------------------------------------------------------------------------
@@ -227,15 +290,17 @@ def stratified_split(
 
 
 def to_model_input(images: np.ndarray) -> np.ndarray:
-    """uint8 (N, 28, 28) -> float32 (N, 28, 28, 1) in [0, 1], the models' input format."""
-    return (images.astype(np.float32) / 255.0)[..., np.newaxis]
+    """Images (N, H, W) -> float32 (N, H, W, 1) in [0, 1], the models' input format."""
+    return to_unit_range(images)[..., np.newaxis]
 
 
 def load(cfg: DataConfig, seed: int) -> Splits:
-    """The train/validation/test arrays a run uses, from the configured source."""
-    arrays, source = load_arrays(cfg)
-    x_all, y_all = arrays["train_images"], arrays["train_labels"].astype(np.uint8)
-    x_test, y_test = arrays["test_images"], arrays["test_labels"].astype(np.uint8)
+    """The train/validation/test arrays a run uses, from the configured source.
+    Bad data is refused here (DataError), before anything else of a run happens."""
+    arrays, source, names = load_arrays(cfg)
+    arrays = check_arrays(arrays, names)
+    x_all, y_all = arrays["train_images"], arrays["train_labels"]
+    x_test, y_test = arrays["test_images"], arrays["test_labels"]
 
     pool = balanced_indices(y_all, cfg.train_limit, seed)
     train_idx, val_idx = stratified_split(y_all[pool], cfg.val_fraction, seed)

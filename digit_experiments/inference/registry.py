@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-import mlflow
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from digit_experiments import compare
+from digit_experiments.errors import RegistryError
+from digit_experiments.tracking import search
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +24,6 @@ DEFAULT_NAME = "mnist-digit-classifier"
 CHAMPION, CHALLENGER = "champion", "challenger"
 # Metrics that are re-computed on the full test set for both models.
 TEST_METRICS = ("test_accuracy", "test_f1_macro", "test_precision_macro", "test_recall_macro")
-
-
-class RegistryError(Exception):
-    """Something the user asked for that the store cannot give (no such run, model...)."""
 
 
 @dataclass
@@ -65,8 +61,7 @@ def candidate_runs(
         conditions = []
     else:
         if parent is None:
-            all_ids = [e.experiment_id for e in client.search_experiments()]
-            sweep = compare.latest_sweep(client, all_ids) if all_ids else None
+            sweep = search.latest_sweep(client)
             if sweep is None:
                 raise RegistryError("no sweep found: pass --experiment NAME or --parent RUN_ID")
         else:
@@ -76,16 +71,16 @@ def candidate_runs(
                 raise RegistryError(f"--parent: no run {parent!r}") from e
         experiment_ids = [sweep.info.experiment_id]
         scope = [f"sweep {sweep.info.run_name!r} ({sweep.info.run_id})"]
-        conditions = [f"tags.`{compare.PARENT_TAG}` = '{sweep.info.run_id}'"]
+        conditions = [f"tags.`{search.PARENT_TAG}` = '{sweep.info.run_id}'"]
     conditions.append("attributes.status = 'FINISHED'")
     if filter_string:
         conditions.append(filter_string)  # MLflow's search syntax has no parentheses
         scope.append(f"filter {filter_string!r}")
     try:
-        runs = client.search_runs(experiment_ids, " and ".join(conditions), max_results=10_000)
+        runs = search.all_runs(client, experiment_ids, " and ".join(conditions))
     except MlflowException as e:
         raise RegistryError(f"--filter: {e.message}") from e
-    runs = [r for r in runs if r.data.tags.get("sweep") != "true"]
+    runs = [r for r in runs if not search.is_sweep(r)]
     if not runs:
         raise RegistryError(f"no finished runs in {', '.join(scope)}")
     return runs
@@ -121,9 +116,10 @@ def plan_promotion(
     if best is not ranked[0]:
         plan.notes.append(f"best run {ranked[0].info.run_id} has no logged model; skipped")
 
-    for version in client.search_model_versions(f"name = '{name}'"):
-        if version.run_id == best.info.run_id:
-            plan.existing_version = version.version
+    for version in client.search_model_versions(
+        f"name = '{name}' and run_id = '{best.info.run_id}'"
+    ):
+        plan.existing_version = version.version
     champion = _version_by_alias(client, name, CHAMPION)
     plan.candidate_score = score(f"models:/{model_id}", best, metric)
     if champion is not None:
@@ -162,12 +158,12 @@ def score(model_uri: str, run: Run, metric: str) -> float:
     metric as the run logged it."""
     if metric not in TEST_METRICS:
         return float(run.data.metrics[metric])
-    from digit_experiments import data, evaluate, predict
+    from digit_experiments.core import data, evaluate
+    from digit_experiments.inference.predictor import Predictor
 
     arrays = data.load_idx_dir(data.bundled_dir())
-    model = predict.load_model(model_uri)
     x_test = data.to_model_input(arrays["test_images"])
-    predicted = model.predict(x_test, batch_size=256, verbose=0).argmax(axis=1)
+    predicted = Predictor.load(model_uri).probabilities(x_test).argmax(axis=1)
     return evaluate.classification_metrics(arrays["test_labels"], predicted)[metric]
 
 
@@ -177,8 +173,7 @@ def apply(client: MlflowClient, plan: Plan) -> str | None:
         return plan.champion_version
     version = plan.existing_version
     if version is None:
-        registered = mlflow.register_model(f"models:/{plan.model_id}", plan.name)
-        version = registered.version
+        version = _register(client, plan)
     run = plan.run
     tags = {
         "run_id": run.info.run_id,
@@ -206,6 +201,25 @@ def apply(client: MlflowClient, plan: Plan) -> str | None:
     )
     client.set_registered_model_alias(plan.name, plan.action, version)
     return version
+
+
+def _register(client: MlflowClient, plan: Plan) -> str:
+    """A new version of the registered model (created if needed) from the candidate's
+    logged model, as mlflow.register_model would make it."""
+    from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
+
+    try:
+        client.create_registered_model(plan.name)
+    except MlflowException as e:
+        if e.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+            raise
+    version = client.create_model_version(
+        plan.name,
+        f"models:/{plan.model_id}",
+        run_id=plan.run.info.run_id,
+        model_id=plan.model_id,
+    )
+    return version.version
 
 
 def describe(plan: Plan) -> str:

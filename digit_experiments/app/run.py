@@ -1,0 +1,229 @@
+"""One run, as a short list of steps: validate, check the store, read the data, open the
+MLflow run, fit, evaluate, log. `train(cfg)` is what the Hydra entry point, the sweeps
+and the tests all call.
+
+Order matters for the user: a bad config, an absent tracking server and bad data are
+each refused before a run is opened (and the first two before TensorFlow is imported,
+bad data before MLflow is).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import logging
+import os
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from digit_experiments.app.runtime import Runtime, hydra_runtime
+from digit_experiments.core.config import Config, validate
+from digit_experiments.reporting.compare import shown_overrides
+from digit_experiments.tracking import store
+from digit_experiments.tracking.redaction import redact, redact_logs
+from digit_experiments.tracking.runlog import flatten
+
+log = logging.getLogger(__name__)
+
+
+def run_name(conf: Config) -> str:
+    """What the run is, at a glance: e.g. cnn-adam-dropout."""
+    return conf.tracking.run_name or "-".join(
+        (conf.model.name, conf.optimizer.name, conf.regularization.name)
+    )
+
+
+def train(cfg: DictConfig, output_dir: Path | None = None) -> dict[str, float]:
+    """One full run: validate, open the MLflow run, fit, evaluate, log. Returns metrics.
+
+    `output_dir` holds the checkpoint and Hydra's files; under Hydra it is the job's
+    output directory, otherwise a new temporary directory.
+    """
+    conf = validate(cfg)
+    runtime = hydra_runtime()
+    root = runtime.cwd if runtime else Path.cwd()
+    if output_dir is None:
+        output_dir = runtime.output_dir if runtime else tempfile.mkdtemp(prefix="digits-")
+    output_dir = Path(output_dir)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # keep TensorFlow's C++ chatter down
+    redact_logs()
+
+    uri = store.resolve_tracking_uri(conf.tracking.uri, root)
+    store.check_reachable(uri)  # an absent server is refused in seconds, not after training
+    parent = conf.tracking.parent_run_id
+    if runtime and runtime.multirun and not parent:
+        log.warning(
+            "job %d of a multirun has no parent run (tracking.parent_run_id is not set: "
+            "is the sweep callback in hydra.callbacks?); it is recorded as a top-level run",
+            runtime.job_num,
+        )
+
+    # TensorFlow takes seconds to import; read (and check) the data meanwhile. Bad data
+    # is refused here, before MLflow is imported and before a run is opened.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="import") as pool:
+        keras_ready = pool.submit(importlib.import_module, "keras")
+        splits = _load_data(conf)
+        keras_ready.result()
+    return _tracked(cfg, conf, runtime, uri, root, output_dir, splits)
+
+
+def _load_data(conf: Config):
+    from digit_experiments.core import data
+
+    return data.load(conf.data, conf.trainer.seed)
+
+
+def _tracked(cfg, conf: Config, runtime: Runtime | None, uri, root, output_dir, splits) -> dict:
+    from digit_experiments.core import training
+    from digit_experiments.reporting import plots
+    from digit_experiments.tracking import lifecycle, provenance
+
+    parallel = runtime.parallel_jobs if runtime else 1
+    training.limit_threads(conf.trainer.threads or training.fair_share(parallel))
+    store.connect(uri)
+    parent = conf.tracking.parent_run_id
+    if parent:
+        experiment_id = store.parent_experiment(parent, uri)
+    else:
+        experiment_id = store.ensure_experiment(conf.tracking.experiment, uri, root)
+    tags = {
+        "model": conf.model.name,
+        "optimizer": conf.optimizer.name,
+        "regularization": conf.regularization.name,
+        "overrides": shown_overrides(runtime.overrides) if runtime else "",
+        **provenance.tags(),  # the code's commit and library versions, to reproduce it
+    }
+    name = run_name(conf)
+    if runtime and runtime.multirun:
+        # The sweep's comparison matches jobs to runs by these.
+        tags.update(hydra_job_num=str(runtime.job_num), job_dir=str(output_dir))
+        name = f"{name} #{runtime.job_num}"
+    with lifecycle.tracked_run(
+        uri,
+        experiment_id,
+        name,
+        tags,
+        output_dir,
+        parent_run_id=parent,
+        curves_figure=plots.learning_curves,
+    ) as record:
+        log.info("MLflow run %s in %s (experiment %s)", record.run_id, redact(uri), experiment_id)
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        record.params(flatten(resolved))
+        record.text(OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml")
+        for hydra_file in sorted((output_dir / ".hydra").glob("*.yaml")):
+            record.text(hydra_file.read_text(), f"config/.hydra/{hydra_file.name}")
+        metrics = fit_and_evaluate(conf, record, output_dir, splits)
+        for job_log in output_dir.glob("*.log"):
+            record.text(job_log.read_text(errors="replace"), f"logs/{job_log.name}")
+        return metrics
+
+
+def fit_and_evaluate(conf: Config, record, output_dir: Path, splits) -> dict[str, float]:
+    """The steps of a run, in order: seed, data, model, fit, evaluate, report."""
+    import numpy as np
+
+    from digit_experiments.core import evaluate, models, pipeline, training
+    from digit_experiments.reporting import plots
+    from digit_experiments.tracking.callback import EpochMetrics
+
+    training.seed_everything(conf.trainer.seed, conf.trainer.deterministic)
+    _log_datasets(record, splits)
+    log.info("data: %s from %s", splits.sizes(), splits.source)
+
+    model = models.build_model(
+        conf.model, conf.regularization, splits.image_shape, splits.num_classes
+    )
+    steps_per_epoch = -(-len(splits.y_train) // conf.trainer.batch_size)
+    training.compile_model(model, conf, steps_per_epoch)
+    record.params(
+        {
+            "model.num_params": model.count_params(),
+            **{f"data.n_{split}": n for split, n in splits.sizes().items()},
+        }
+    )
+    record.text(models.summary_text(model), "reports/model_summary.txt")
+
+    record.checkpoint = output_dir / f"{conf.model.name}_best_model.h5"
+    one_hot = np.eye(splits.num_classes, dtype=np.float32)
+    started = time.perf_counter()
+    history = model.fit(
+        **pipeline.fit_inputs(splits, one_hot, conf.trainer),
+        epochs=conf.trainer.epochs,
+        callbacks=training.callbacks(conf, record.checkpoint, tracking=[EpochMetrics(record)]),
+        verbose=conf.trainer.verbose,
+    )
+    train_seconds = time.perf_counter() - started
+    epochs_run = len(history.history["loss"])
+    # Epochs a tracking server missed while it was away: sent now, waiting for it to come
+    # back if it has to (tracking.reconnect_timeout), before the rest is logged.
+    record.send_backlog(wait=conf.tracking.reconnect_timeout)
+    record.curves()
+    # Evaluate and ship the best epoch's weights (the checkpoint), whatever early
+    # stopping did: the logged model, the .h5 and the test metrics then agree.
+    model.load_weights(record.checkpoint)
+    record.file(record.checkpoint, "checkpoints")
+
+    probabilities, test_loss = training.test_predictions(
+        model, splits.x_test, one_hot[splits.y_test], conf.trainer.batch_size
+    )
+    y_pred = probabilities.argmax(axis=1)
+    y_true = splits.y_test
+    metrics = evaluate.classification_metrics(y_true, y_pred, splits.num_classes)
+    val_accuracy = record.history.get("val_accuracy", [0.0])
+    metrics.update(
+        test_loss=test_loss,
+        train_seconds=train_seconds,
+        train_images_per_second=len(splits.y_train) * epochs_run / train_seconds,
+        epochs_trained=epochs_run,
+        best_epoch=int(max(range(len(val_accuracy)), key=val_accuracy.__getitem__)) + 1,
+        best_val_accuracy=max(val_accuracy),
+    )
+    record.metrics(metrics)
+    log.info(
+        "test accuracy %.4f, macro F1 %.4f, %d epochs in %.0f s",
+        metrics["test_accuracy"],
+        metrics["test_f1_macro"],
+        epochs_run,
+        train_seconds,
+    )
+
+    cm = evaluate.confusion(y_true, y_pred, splits.num_classes)
+    record.figure(plots.confusion_matrices(cm), "plots/confusion_matrix.png")
+    record.text(evaluate.confusion_csv(cm), "reports/confusion_matrix.csv")
+    report_text, report_dict = evaluate.report(y_true, y_pred, splits.num_classes)
+    record.text(report_text, "reports/classification_report.txt")
+    record.json(report_dict, "reports/classification_report.json")
+    shown = evaluate.pick_samples(
+        y_true, y_pred, conf.tracking.sample_predictions, conf.trainer.seed
+    )
+    record.figure(
+        plots.sample_predictions(
+            splits.x_test[shown], y_true[shown], y_pred[shown], probabilities[shown].max(axis=1)
+        ),
+        "plots/sample_predictions.png",
+    )
+    if conf.tracking.log_model:
+        record.keras_model(model, splits.x_test[:5], probabilities[:5], metrics)
+    return metrics
+
+
+def _log_datasets(record, splits) -> None:
+    """Each split as a run input (name, digest, source): the UI's dataset column."""
+    import numpy as np
+
+    for context, name, x, y in (
+        ("training", "mnist-train", splits.x_train, splits.y_train),
+        ("validation", "mnist-val", splits.x_val, splits.y_val),
+        ("testing", "mnist-test", splits.x_test, splits.y_test),
+    ):
+        # MLflow's own digest hashes only the first few thousand values; hash all of it
+        # (through the arrays' buffers: no copies of the 170 MB of training images).
+        digest = hashlib.sha256(np.ascontiguousarray(x).data)
+        digest.update(np.ascontiguousarray(y).data)
+        digest = digest.hexdigest()[:16]
+        record.dataset(x, y, name=name, source=splits.source, digest=digest, context=context)

@@ -1,0 +1,167 @@
+"""A Hydra multirun as one MLflow parent run with a child run per job.
+
+`MlflowSweepCallback` is registered in conf/config.yaml under `hydra.callbacks`. Hydra
+calls `on_multirun_start` before the sweeper and the launcher exist, in the process the
+user started: the parent run is opened there and the experiment is created once
+(parallel creation races on SQLite). The parent's id is then passed to every job as a
+value, the override `tracking.parent_run_id=...` added to the sweep's task overrides:
+each job's config carries it, whichever launcher runs the job and wherever (a worker
+process, another machine), and a job whose store does not have that run says so instead
+of becoming a top-level run. The tracking URI goes to the jobs through the environment
+(MLFLOW_TRACKING_URI), as MLflow itself reads it.
+
+When the sweep ends (or dies: Hydra's sweepers raise after a batch in which a job failed,
+and then `on_multirun_end` is never called), `finish_parent` compares the children and
+closes the parent: FINISHED if every job finished, FAILED otherwise.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from digit_experiments.errors import TrackingUnavailable
+from digit_experiments.tracking import store
+from digit_experiments.tracking.redaction import redact, redact_logs
+
+log = logging.getLogger(__name__)
+
+PARENT_OVERRIDE = "tracking.parent_run_id"
+
+
+class MlflowSweepCallback(Callback):
+    def __init__(self) -> None:
+        self.parent_id: str | None = None
+        self.sweep_dir: Path | None = None
+        self.uri: str | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from mlflow.tracking.context import registry as context
+
+        from digit_experiments.tracking import lifecycle, provenance
+
+        redact_logs()  # Hydra logs every job's overrides, tracking.uri included
+        root = Path.cwd()
+        self.uri = store.resolve_tracking_uri(config.tracking.uri, root)
+        try:
+            store.connect(self.uri)
+        except TrackingUnavailable as e:
+            # Hydra turns a callback's exception into a warning and sweeps on; no job
+            # could be recorded, so stop here (SystemExit passes through Hydra).
+            print(f"digits-train: {e}", file=sys.stderr)
+            sys.exit(1)
+        experiment_id = store.ensure_experiment(config.tracking.experiment, self.uri, root)
+        self.sweep_dir = Path(config.hydra.sweep.dir).resolve()
+        overrides = list(config.hydra.overrides.task)
+        client = store.client(self.uri)
+        name = redact(sweep_name(overrides))
+        tags = {
+            "sweep": "true",
+            "sweep_overrides": redact(" ".join(overrides)),
+            "sweep_dir": str(self.sweep_dir),
+            "sweeper": OmegaConf.select(config, "hydra.sweeper._target_", default="") or "",
+            "launcher": OmegaConf.select(config, "hydra.launcher._target_", default="") or "",
+            **provenance.tags(),
+        }
+        # Under `mlflow run -e sweep`, MLflow already opened a run for the project: that run
+        # is the parent. The jobs must not fill it themselves, hence the pop.
+        project_run = os.environ.pop(lifecycle.PROJECT_RUN_ENV, None)
+        if project_run:
+            self.parent_id = project_run
+            client.set_tag(project_run, "mlflow.runName", name)
+            for key, value in tags.items():
+                client.set_tag(project_run, key, value)
+        else:
+            tags["mlflow.runName"] = name
+            run = client.create_run(experiment_id, tags=context.resolve_tags(tags), run_name=name)
+            self.parent_id = run.info.run_id
+        # Every job gets the parent as a config value (quoted: an id of digits only
+        # must stay a string), and logs to the same store.
+        with read_write(config.hydra.overrides), open_dict(config.hydra.overrides):
+            config.hydra.overrides.task.append(f"{PARENT_OVERRIDE}='{self.parent_id}'")
+        os.environ["MLFLOW_TRACKING_URI"] = self.uri
+        atexit.register(self._finish_if_open)
+        log.info("sweep: MLflow parent run %s (%s)", self.parent_id, name)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._finish_if_open()
+
+    def _finish_if_open(self) -> None:
+        if self.parent_id is None:
+            return
+        parent_id, self.parent_id = self.parent_id, None
+        finish_parent(self.uri, parent_id, self.sweep_dir)
+
+
+def sweep_name(overrides: list[str]) -> str:
+    """A readable name for the sweep: its swept overrides, e.g. `sweep model=mlp,cnn`."""
+    swept = [o for o in overrides if "," in o or "glob(" in o or "range(" in o]
+    return "sweep " + " ".join(swept or overrides or ["(defaults)"])
+
+
+def finish_parent(uri: str, parent_id: str, sweep_dir: Path | None) -> str:
+    """Log the comparison of a sweep's jobs on its parent run and end it.
+
+    The parent ends FINISHED when every job finished, FAILED otherwise (or when there
+    were no jobs at all), also when logging the comparison fails. Returns that status."""
+    from digit_experiments.reporting import compare, plots
+
+    client = store.client(uri)
+    status = "FAILED"
+    try:
+        parent = client.get_run(parent_id)
+        rows = compare.sweep_rows(client, parent, sweep_dir)
+        failed = [r for r in rows if r["status"] != "FINISHED"]
+        status = "FAILED" if failed or not rows else "FINISHED"
+        client.log_text(parent_id, compare.to_csv(rows), "comparison/jobs.csv")
+        client.log_text(parent_id, compare.to_markdown(rows), "comparison/jobs.md")
+        finished = [r for r in rows if r["test_accuracy"] is not None]
+        if finished:
+            client.log_figure(
+                parent_id, plots.sweep_comparison(finished), "comparison/test_accuracy.png"
+            )
+        client.log_metric(parent_id, "jobs_total", len(rows))
+        client.log_metric(parent_id, "jobs_failed", len(failed))
+        top = compare.best(rows)
+        if top is not None:
+            client.log_param(parent_id, "best_run_id", top["run_id"])
+            client.set_tag(parent_id, "best_run_id", top["run_id"])
+            client.set_tag(parent_id, "best_overrides", top["overrides"] or "")
+            for metric in ("test_accuracy", "test_f1_macro", "best_val_accuracy"):
+                if top[metric] is not None:
+                    client.log_metric(parent_id, f"best_{metric}", top[metric])
+        if sweep_dir is not None:
+            _log_optuna_results(client, parent_id, sweep_dir, rows)
+        if failed:
+            client.set_tag(parent_id, "failed_jobs", ", ".join(str(r["job"]) for r in failed))
+    finally:
+        client.set_terminated(parent_id, status)
+    log.info("sweep %s: %d jobs, %d failed -> %s", parent_id, len(rows), len(failed), status)
+    return status
+
+
+def _log_optuna_results(client, parent_id: str, sweep_dir: Path, rows) -> None:
+    """The Optuna sweeper writes optimization_results.yaml: log best params and history."""
+    from digit_experiments.reporting import plots
+
+    results_file = sweep_dir / "optimization_results.yaml"
+    if not results_file.is_file():
+        return
+    results = OmegaConf.to_container(OmegaConf.load(results_file))
+    client.log_artifact(parent_id, str(results_file), "comparison")
+    for key, value in (results.get("best_params") or {}).items():
+        client.log_param(parent_id, f"best.{key}", value)
+    if results.get("best_value") is not None:
+        client.log_metric(parent_id, "best_value", float(results["best_value"]))
+    values = [r["best_val_accuracy"] for r in rows if r["best_val_accuracy"] is not None]
+    if values:
+        client.log_figure(
+            parent_id, plots.optimization_history(values), "comparison/optimization_history.png"
+        )

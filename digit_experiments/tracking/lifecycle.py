@@ -1,0 +1,143 @@
+"""A run's lifecycle: open it, hand out its RunLog, and always end it with the right
+status: FINISHED, FAILED (an exception) or KILLED (Ctrl-C, SIGTERM), with whatever
+exists when training stopped (checkpoint, curves so far, the error) logged first.
+
+Runs are created and ended through an MlflowClient with explicit run ids. MLflow's
+fluent "active run" is only read, to nest under a run the caller has open (a notebook's
+`with mlflow.start_run():`); it is never changed, so the caller's run is left as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from digit_experiments.errors import Terminated, TrackingLost, TrackingUnavailable
+from digit_experiments.tracking import store
+from digit_experiments.tracking.redaction import redact
+from digit_experiments.tracking.runlog import RunLog, first_line
+
+log = logging.getLogger(__name__)
+
+# Under `mlflow run`, the run MLflow opened for the project: the one to fill.
+PROJECT_RUN_ENV = "MLFLOW_RUN_ID"
+
+
+@contextmanager
+def tracked_run(
+    uri: str,
+    experiment_id: str,
+    run_name: str,
+    tags: dict[str, str],
+    output_dir: Path,
+    parent_run_id: str | None = None,
+    curves_figure: Callable | None = None,
+) -> Iterator[RunLog]:
+    """Open a run (or take the one `mlflow run` opened); end it FINISHED, FAILED or
+    KILLED, salvaging on failure. The run is a child of `parent_run_id` if given, else
+    of the caller's active MLflow run if there is one, else a top-level run."""
+    client = store.client(uri)
+    tags = {key: redact(str(value)) for key, value in tags.items()}
+    run_id = _open(client, experiment_id, run_name, tags, parent_run_id)
+    record = RunLog(client, run_id, output_dir, uri, curves_figure)
+    if store.is_http(uri):
+        log.info("run page: %s/#/experiments/%s/runs/%s", redact(uri), experiment_id, run_id)
+    try:
+        with _sigterm_as_interrupt():
+            yield record
+    except KeyboardInterrupt as e:
+        reason = str(e) or "interrupted by the user (Ctrl-C, SIGINT)"
+        _end_failed(record, "KILLED", reason, reason + "\n", e)
+        raise
+    except BaseException as e:
+        reason = f"{type(e).__name__}: {e}"[:5000]
+        _end_failed(record, "FAILED", reason, traceback.format_exc(), e)
+        raise
+    else:
+        _terminate(record, "FINISHED")
+
+
+def _open(client, experiment_id: str, run_name: str, tags: dict, parent_run_id) -> str:
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+    project_run = os.environ.get(PROJECT_RUN_ENV)
+    if project_run:
+        # `mlflow run .` opened this run for us (with its own source tags): fill it.
+        client.log_batch(project_run, tags=_run_tags({**tags, MLFLOW_RUN_NAME: run_name}))
+        return project_run
+    import mlflow
+    from mlflow.tracking.context import registry as context
+
+    if parent_run_id is None and (enclosing := mlflow.active_run()) is not None:
+        parent_run_id = enclosing.info.run_id
+    if parent_run_id is not None:
+        tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
+    # The same source, user and git tags `mlflow.start_run` would add.
+    run = client.create_run(experiment_id, tags=context.resolve_tags(tags), run_name=run_name)
+    return run.info.run_id
+
+
+def _run_tags(tags: dict):
+    from mlflow.entities import RunTag
+
+    return [RunTag(key, value) for key, value in tags.items()]
+
+
+def _end_failed(record: RunLog, status: str, reason: str, details: str, error) -> None:
+    """Log what exists and end the run with `status`; whatever fails while doing so (the
+    store refusing a tag, say) is logged and the run is still ended. If the tracking
+    server itself is gone, raise TrackingLost saying where the run's results are."""
+    try:
+        store.check_reachable(record.uri, timeout=2.0)
+    except TrackingUnavailable:
+        kept = [str(record.local_metrics)]
+        if record.checkpoint is not None and record.checkpoint.is_file():
+            kept.insert(0, str(record.checkpoint))
+        raise TrackingLost(
+            f"the tracking server {redact(record.uri)} went away during run "
+            f"{record.run_id} ({first_line(error)}); what it could not take is kept "
+            f"locally: {', '.join(kept)}"
+        ) from error
+    try:
+        record.tags({"error": reason})
+    except Exception as e:  # noqa: BLE001 - the status must still be set
+        log.warning("could not tag run %s with its error: %s", record.run_id, first_line(e))
+    record.salvage(details)
+    _terminate(record, status)
+
+
+def _terminate(record: RunLog, status: str) -> None:
+    try:
+        record.client.set_terminated(record.run_id, status)
+    except Exception as e:
+        try:
+            store.check_reachable(record.uri, timeout=2.0)
+        except TrackingUnavailable:
+            raise TrackingLost(
+                f"the tracking server {redact(record.uri)} went away before run "
+                f"{record.run_id} could be ended {status} ({first_line(e)}); its metrics "
+                f"are kept in {record.local_metrics}"
+            ) from e
+        raise
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def terminated(signum, frame):
+        raise Terminated(f"terminated by signal {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

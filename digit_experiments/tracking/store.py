@@ -1,0 +1,155 @@
+"""Where runs go: the tracking URI, whether its server is there, and the experiment.
+
+Light to import (MLflow is imported inside the functions that need it): a run checks
+that its tracking server answers before TensorFlow or MLflow is imported at all.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from digit_experiments.errors import ParentRunMissing, TrackingUnavailable
+from digit_experiments.tracking.redaction import redact
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+# MLflow retries a failed request 7 times with backoff factor 2 (about 4 minutes) before
+# it gives up: training would stall that long at the first epoch after a server went
+# away. 3 retries, 1 s doubling: 7 s. The user's settings win.
+HTTP_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+
+
+def resolve_tracking_uri(configured: str | None, root: Path) -> str:
+    """The store a run logs to: tracking.uri, else $MLFLOW_TRACKING_URI, else the embedded
+    sqlite:///mlflow.db in `root`. A relative SQLite path is taken against `root`, never
+    against a job's working directory, so sweeps and `hydra.job.chdir=true` runs all land
+    in the one database that `mlflow ui` (started in `root`) shows."""
+    uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        uri = prefix + str((root / uri[len(prefix) :]).resolve())
+    return uri
+
+
+def is_http(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast when an HTTP tracking server is not there. MLflow's own client retries
+    every call with backoff for minutes; without this check a wrong URI would surface
+    only after that, or after training. Any HTTP answer (even 401/404) means a server is
+    listening; only a refused, unresolvable or silent address is an error."""
+    if not is_http(uri):
+        return
+    parts = urllib.parse.urlsplit(uri)
+    # Credentials in the URI stay out of the probe (and of the message).
+    health = urllib.parse.urlunsplit(
+        (
+            parts.scheme,
+            parts.hostname + (f":{parts.port}" if parts.port else ""),
+            parts.path.rstrip("/") + "/health",
+            "",
+            "",
+        )
+    )
+    try:
+        urllib.request.urlopen(health, timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise TrackingUnavailable(
+            f"tracking server {redact(uri)} is unreachable ({reason}); start it "
+            "(mlflow server --host 127.0.0.1 --port ...) or set tracking.uri / "
+            "MLFLOW_TRACKING_URI to a store that is there"
+        ) from None
+
+
+def wait_until_reachable(uri: str, seconds: float, poll: float = 1.0) -> bool:
+    """Whether the server at `uri` answers within `seconds` (polled; True at once for a
+    store that is not a server)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            check_reachable(uri, timeout=min(2.0, max(poll, 0.1)))
+            return True
+        except TrackingUnavailable:
+            if time.monotonic() >= deadline:
+                return False
+        time.sleep(poll)
+
+
+def connect(uri: str) -> None:
+    """Point MLflow at `uri`, once it is known to be there: the `models:/` and `runs:/`
+    URIs of a run's logged model resolve against it. With credentials in the URI,
+    MLflow's own "View run at <uri>/..." lines would print them: those are turned off."""
+    import mlflow
+
+    check_reachable(uri)
+    if redact(uri) != uri:
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+    if is_http(uri):
+        for name, value in HTTP_RETRIES.items():
+            os.environ.setdefault(name, value)
+    mlflow.set_tracking_uri(uri)
+
+
+def client(uri: str):
+    """An MlflowClient for `uri`: every read and write of a run goes through one."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def ensure_experiment(name: str, uri: str, root: Path) -> str:
+    """The id of experiment `name`, created if needed; safe when several jobs race."""
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client = client(uri)
+    experiment = mlflow_client.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            raise MlflowException(
+                f"tracking.experiment: experiment {name!r} is deleted in {redact(uri)}; "
+                "restore it (mlflow experiments restore) or choose another name"
+            )
+        return experiment.experiment_id
+    location = None
+    if uri.startswith("sqlite:"):
+        # MLflow would put artifacts in ./mlruns of whatever directory this process is in;
+        # pin them beside the database instead.
+        location = (root / "mlruns" / slug(name)).resolve().as_uri()
+    try:
+        return mlflow_client.create_experiment(name, artifact_location=location)
+    except MlflowException:
+        # Another job created it between our lookup and create.
+        experiment = mlflow_client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+def parent_experiment(parent_run_id: str, uri: str) -> str:
+    """The experiment of the run a job nests under (children are shown nested only in
+    their parent's experiment). A parent the store does not have is refused in one line:
+    the job would otherwise become a top-level run of some other store."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client(uri).get_run(parent_run_id).info.experiment_id
+    except MlflowException as e:
+        raise ParentRunMissing(
+            f"tracking.parent_run_id: the sweep's parent run {parent_run_id} is not in "
+            f"{redact(uri)} ({str(e).splitlines()[0][:200]}); this job must log to the "
+            "sweep's store (tracking.uri or MLFLOW_TRACKING_URI as the sweep had it)"
+        ) from None
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "experiment"
