@@ -5,13 +5,14 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: help install install-test train test test-slow lint format ui clean
+.PHONY: help install install-test train test test-slow lint format readme ui clean
 
 help:
 	@echo "make train [ARGS='model=mlp ...']  train (default: the seed's CNN) and record it in MLflow"
 	@echo "make test                          the fast test suite (small slices of MNIST)"
 	@echo "make test-slow                     full-size training runs (accuracy targets)"
 	@echo "make bench-NAME [ARGS=...]         run benchmarks/NAME.py (see benchmarks/README.md)"
+	@echo "make readme                        rewrite README.md's figures from benchmarks/results/"
 	@echo "make ui                            browse the runs: mlflow ui on 127.0.0.1:5000"
 	@echo "make lint / make format            ruff"
 
@@ -49,9 +50,14 @@ format: install-test
 	$(BIN)/ruff check --fix .
 
 # One benchmark: make bench-overhead, bench-throughput, bench-startup, bench-time_to_99,
-# bench-inference, bench-memory, bench-sweep_parallel (figures in benchmarks/results/).
+# bench-inference, bench-memory, bench-sweep_parallel, bench-accuracy (figures in
+# benchmarks/results/; then `make readme`).
 bench-%: install-test
 	$(BIN)/python benchmarks/$*.py $(ARGS)
+
+# README.md's generated blocks from benchmarks/results/*.json (stdlib only: no install).
+readme: $(BIN)/python
+	$(BIN)/python benchmarks/readme.py $(ARGS)
 
 ui: install
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000

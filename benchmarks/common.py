@@ -1,14 +1,16 @@
-"""What every benchmark shares: where results go, the machine they ran on, and running
-the project in a fresh process."""
+"""What every benchmark shares: where results go, the machine they ran on, running the
+project in a fresh process, alternating repeats, and min / median / max of them."""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
@@ -18,7 +20,7 @@ RESULTS = Path(os.environ.get("BENCHMARK_RESULTS", ROOT / "benchmarks" / "result
 
 
 def machine() -> str:
-    """E.g. 'Intel Xeon ... (2 cores), Python 3.11.7, TensorFlow 2.21.0'."""
+    """E.g. 'AMD EPYC (2 cores), Python 3.11.7, TensorFlow 2.21.0, Keras 3.15.0, ...'."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -29,7 +31,8 @@ def machine() -> str:
         pass
     return (
         f"{cpu} ({os.cpu_count()} cores), Python {platform.python_version()}, "
-        f"TensorFlow {metadata.version('tensorflow')}, MLflow {metadata.version('mlflow')}"
+        f"TensorFlow {metadata.version('tensorflow')}, Keras {metadata.version('keras')}, "
+        f"MLflow {metadata.version('mlflow')}"
     )
 
 
@@ -66,26 +69,68 @@ def save(name: str, setup: str, data: dict, markdown: str) -> None:
     print("\n" + text)
 
 
+def rounds(names: list[str], repeat: int) -> Iterator[tuple[int, str]]:
+    """(round, name) for `repeat` rounds in which every name runs once. The order rotates
+    from round to round, so each goes first in turn: this machine's speed drifts over
+    minutes, and a fixed order would always give one of them the drift's later part."""
+    for i in range(repeat):
+        shift = i % len(names)
+        for name in names[shift:] + names[:shift]:
+            yield i, name
+
+
+def spread(values: list[float], digits: int = 3) -> dict:
+    """Every repeat and their min / median / max: what each timing records."""
+    return {
+        "values": [round(v, digits) for v in values],
+        "min": round(min(values), digits),
+        "median": round(statistics.median(values), digits),
+        "max": round(max(values), digits),
+    }
+
+
+def show(stats: dict, fmt: str = "{:.1f}", unit: str = "") -> str:
+    """'min / median / max' of a spread() (one value alone when there was one repeat)."""
+    if len(stats["values"]) == 1:
+        return fmt.format(stats["median"]) + unit
+    return " / ".join(fmt.format(stats[k]) for k in ("min", "median", "max")) + unit
+
+
 def prepare(overrides: list[str]):
     """(conf, splits, compiled model) as a run builds them, without tracking: the same
-    config composition, data, model, optimizer, loss and XLA setting."""
-    import keras
+    config composition, threads, seeding, data, model, and `training.compile_model`
+    (optimizer with its schedule, loss with label smoothing, metrics, XLA setting)."""
     from hydra import compose, initialize_config_dir
 
-    from digit_experiments import data, models
-    from digit_experiments.config import validate
-    from digit_experiments.train import CONF_DIR, _limit_threads
+    from digit_experiments.app.help import CONF_DIR, register_resolver
+    from digit_experiments.core import data, models, training
+    from digit_experiments.core.config import register_configs, validate
 
+    register_configs()  # the schemas conf/ names, as the entry point registers them
+    register_resolver()  # the help template's resolver, which composing resolves
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         conf = validate(compose("config", overrides=overrides))
-    _limit_threads(conf.trainer.threads)
-    keras.utils.set_random_seed(conf.trainer.seed)
+    training.limit_threads(conf.trainer.threads)
+    training.seed_everything(conf.trainer.seed, conf.trainer.deterministic)
     splits = data.load(conf.data, conf.trainer.seed)
-    model = models.build_model(conf.model, conf.regularization)
-    model.compile(
-        optimizer=models.build_optimizer(conf.optimizer),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=conf.trainer.label_smoothing),
-        metrics=["accuracy"],
-        jit_compile=conf.trainer.jit_compile,
+    model = models.build_model(
+        conf.model, conf.regularization, splits.image_shape, splits.num_classes
     )
+    steps_per_epoch = -(-len(splits.y_train) // conf.trainer.batch_size)
+    training.compile_model(model, conf, steps_per_epoch)
     return conf, splits, model
+
+
+def last_json_line(stdout: str) -> dict:
+    """What a worker process printed last, as JSON (TensorFlow may print before it)."""
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def store_runs(directory: str | Path) -> list:
+    """Every run (of every experiment) in the SQLite store `directory`/mlflow.db, which a
+    process started in `directory` writes by default."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{directory}/mlflow.db")
+    ids = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(ids) if ids else []

@@ -3,65 +3,64 @@ whole processes, and whether they import TensorFlow or MLflow (they must not).
 
     .venv/bin/python benchmarks/startup.py [--repeat 7]
 
-Prints a table and writes benchmarks/results/startup.{json,md}. Target: under 1 s each.
+After one warm-up process each (file caches warm), the two commands take turns for
+`--repeat` rounds; every repeat is recorded, and the table shows min / median / max.
+Writes benchmarks/results/startup.{json,md}. Target: under 1 s each.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
-import time
 
-from common import ROOT, env, save, table
+from common import ROOT, env, rounds, save, show, spread, table, timed
 
 COMMANDS = {"--help": ["--help"], "--cfg job": ["--cfg", "job"]}
 HEAVY = ("tensorflow", "mlflow", "keras")
 
 
-def measure(args: list[str], repeat: int) -> dict:
-    command = [sys.executable, "-m", "digit_experiments.train", *args]
-    subprocess.run(command, cwd=ROOT, env=env(), capture_output=True, check=True)  # warm caches
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        subprocess.run(command, cwd=ROOT, env=env(), capture_output=True, check=True)
-        times.append(time.perf_counter() - started)
+def command(argv: list[str]) -> list[str]:
+    return [sys.executable, "-m", "digit_experiments.train", *argv]
+
+
+def heavy_imports(argv: list[str]) -> list[str]:
+    """The heavy top-level packages the command imports (python -X importtime)."""
     traced = subprocess.run(
-        [sys.executable, "-X", "importtime", *command[1:]],
+        [sys.executable, "-X", "importtime", *command(argv)[1:]],
         cwd=ROOT,
         env=env(),
         capture_output=True,
         text=True,
         check=True,
     )
-    imported = sorted(
-        {
-            line.split("|")[-1].strip().split(".")[0]
-            for line in traced.stderr.splitlines()
-            if "|" in line
-        }
-    )
-    return {
-        "median_s": round(statistics.median(times), 3),
-        "min_s": round(min(times), 3),
-        "heavy_imports": [m for m in imported if m in HEAVY],
+    imported = {
+        line.split("|")[-1].strip().split(".")[0]
+        for line in traced.stderr.splitlines()
+        if "|" in line
     }
+    return sorted(imported & set(HEAVY))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
-    rows = {name: measure(argv, args.repeat) for name, argv in COMMANDS.items()}
+    for argv in COMMANDS.values():
+        timed(command(argv), cwd=ROOT)  # warm-up: file caches
+    seconds: dict[str, list[float]] = {name: [] for name in COMMANDS}
+    for _, name in rounds(list(COMMANDS), args.repeat):
+        seconds[name].append(timed(command(COMMANDS[name]), cwd=ROOT)[0])
+    rows = {
+        name: {"seconds": spread(seconds[name]), "heavy_imports": heavy_imports(argv)}
+        for name, argv in COMMANDS.items()
+    }
     markdown = table(
-        ["command", "median s", "min s", "TensorFlow/MLflow imported"],
+        ["command", "seconds (min / median / max)", "TensorFlow/MLflow imported"],
         [
             [
                 f"`python -m digit_experiments.train {name}`",
-                r["median_s"],
-                r["min_s"],
+                show(r["seconds"], "{:.2f}"),
                 ", ".join(r["heavy_imports"]) or "no",
             ]
             for name, r in rows.items()
@@ -69,9 +68,10 @@ def main() -> None:
     )
     setup = (
         f"`benchmarks/startup.py --repeat {args.repeat}`: whole processes, after one "
-        "warm-up run (file caches warm). Target: under 1 s."
+        f"warm-up run each (file caches warm), the two commands alternated over "
+        f"{args.repeat} rounds. Target: under 1 s."
     )
-    save("startup", setup, {"rows": rows}, markdown)
+    save("startup", setup, {"repeat": args.repeat, "rows": rows}, markdown)
 
 
 if __name__ == "__main__":

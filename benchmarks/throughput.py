@@ -5,9 +5,12 @@ trainer.threads, batch size).
     .venv/bin/python benchmarks/throughput.py [--images 12000] [--epochs 3] [--repeat 2]
 
 Each variant trains in its own process (thread settings only take before TensorFlow
-starts) on a class-balanced slice of the bundled MNIST; the figure is the median of the
-epochs after the first (which includes tracing and compilation). Validation is on the
-usual 10% split, as in a real run. Writes benchmarks/results/throughput.{json,md}.
+starts) on a class-balanced slice of the bundled MNIST, compiled as a run compiles it;
+a process's figure is the median of its epochs after the first (which includes tracing
+and compilation). Validation is on the usual 10% split, as in a real run. The variants
+take turns, round after round (`--repeat` rounds, each starting with the next variant);
+every process is recorded, and the table shows min / median / max over them.
+Writes benchmarks/results/throughput.{json,md}.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import statistics
 import sys
 import time
 
-from common import ROOT, prepare, save, table, timed
+from common import ROOT, last_json_line, prepare, rounds, save, show, spread, table, timed
 
 # (label, model, overrides): the default of each model first, then the options, tried on
 # the seed CNN (the default model) and on the MLP and VGG where they may differ.
@@ -38,12 +41,12 @@ VARIANTS = [
 
 
 def worker(overrides: list[str]) -> None:
-    """Train as a run does (same model, optimizer, loss, pipeline), without tracking;
-    print the per-epoch seconds as JSON."""
+    """Train as a run does (same model, compile, pipeline), without tracking; print the
+    per-epoch seconds as JSON."""
     import keras
     import numpy as np
 
-    from digit_experiments import data, pipeline
+    from digit_experiments.core import pipeline
 
     conf, splits, model = prepare(overrides)
     seconds = []
@@ -55,7 +58,7 @@ def worker(overrides: list[str]) -> None:
         def on_epoch_end(self, epoch, logs=None):
             seconds.append(time.perf_counter() - self.started)
 
-    one_hot = np.eye(data.NUM_CLASSES, dtype=np.float32)
+    one_hot = np.eye(splits.num_classes, dtype=np.float32)
     model.fit(
         **pipeline.fit_inputs(splits, one_hot, conf.trainer),
         epochs=conf.trainer.epochs,
@@ -76,8 +79,6 @@ def main() -> None:
     unknown = sorted(set(only) - {v[0] for v in VARIANTS})
     if unknown:
         parser.error(f"--only: no variant {unknown}; the variants: {[v[0] for v in VARIANTS]}")
-    chosen = [v for v in VARIANTS if v[0] in only]
-    rows, data = [], []
     runs = {
         label: [
             f"model={model}",
@@ -85,49 +86,48 @@ def main() -> None:
             f"trainer.epochs={args.epochs}",
             *extra,
         ]
-        for label, model, extra in chosen
+        for label, model, extra in VARIANTS
+        if label in only
     }
-    # Each process: the median of its epochs after the first (tracing). The variants take
-    # turns, round after round, so that this machine's drift (tens of percent over
-    # minutes) falls on all of them alike; the figure is the median over the rounds.
+    # One figure per process: the median of its epochs after the first (tracing).
     epoch_times: dict[str, list[float]] = {label: [] for label in runs}
     images: dict[str, int] = {}
-    for _ in range(args.repeat):
-        for label, overrides in runs.items():
-            command = [sys.executable, __file__, "--worker", json.dumps(overrides)]
-            _, out = timed(command, cwd=ROOT)
-            result = json.loads(out.strip().splitlines()[-1])
-            seconds = result["epoch_seconds"]
-            epoch_times[label].append(statistics.median(seconds[1:] or seconds))
-            images[label] = result["train_images"]
+    for i, label in rounds(list(runs), args.repeat):
+        command = [sys.executable, __file__, "--worker", json.dumps(runs[label])]
+        result = last_json_line(timed(command, cwd=ROOT)[1])
+        seconds = result["epoch_seconds"]
+        epoch_times[label].append(statistics.median(seconds[1:] or seconds))
+        images[label] = result["train_images"]
+        print(f"round {i + 1}: {label:20s} {epoch_times[label][-1]:6.2f} s per epoch", flush=True)
+    data, rows = [], []
     for label, overrides in runs.items():
-        epoch_s = statistics.median(epoch_times[label])
-        per_s = images[label] / epoch_s
-        full_epoch = 54000 / per_s
-        data.append(
-            {
-                "variant": label,
-                "overrides": overrides,
-                "epoch_medians": [round(t, 2) for t in epoch_times[label]],
-                "train_images": images[label],
-                "images_per_second": round(per_s),
-                "full_epoch_seconds": full_epoch,
-            }
-        )
-        rows.append([label, f"{per_s:,.0f}", f"{full_epoch:.1f}"])
-        print(
-            f"{label:20s} {per_s:8.0f} images/s  {full_epoch:6.1f} s per 54,000-image epoch",
-            flush=True,
+        per_s = [images[label] / t for t in epoch_times[label]]
+        row = {
+            "variant": label,
+            "overrides": overrides,
+            "train_images": images[label],
+            "epoch_seconds": spread(epoch_times[label]),
+            "images_per_second": spread(per_s, 0),
+            # What that makes for one epoch of the full 54,000-image training split.
+            "full_epoch_seconds": spread([54000 / r for r in per_s], 1),
+        }
+        data.append(row)
+        rows.append(
+            [label, show(row["images_per_second"], "{:,.0f}"), show(row["full_epoch_seconds"])]
         )
     setup = (
         f"`benchmarks/throughput.py --images {args.images} --epochs {args.epochs} --repeat "
-        f"{args.repeat}`: training images per second (median of the epochs after the "
-        f"first, validation included, median of {args.repeat} processes) and the seconds "
-        "that makes for one epoch of the full 54,000-image training split. Defaults: tf.data "
-        "pipeline, no XLA, all cores, batch 32."
+        f"{args.repeat}`: training images per second (per process: the median of the epochs "
+        f"after the first, validation included; min / median / max of {args.repeat} "
+        "processes, the variants alternated round by round) and the seconds that makes for "
+        "one epoch of the full 54,000-image training split. Defaults: tf.data pipeline, no "
+        "XLA, all cores, batch 32."
     )
-    markdown = table(["variant", "images/s", "s per full epoch"], rows)
-    save("throughput", setup, {"rows": data}, markdown)
+    markdown = table(
+        ["variant", "images/s (min / median / max)", "s per full epoch (min / median / max)"],
+        rows,
+    )
+    save("throughput", setup, {"repeat": args.repeat, "rows": data}, markdown)
 
 
 if __name__ == "__main__":

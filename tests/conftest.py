@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -44,17 +45,46 @@ def run_cli(
     cwd: Path,
     env: dict | None = None,
     timeout: int = 300,
-    python_flags: tuple[str, ...] = (),
 ):
     """`python -m digit_experiments.train ARGS` in a fresh process."""
     return subprocess.run(
-        [sys.executable, *python_flags, "-m", "digit_experiments.train", *args],
+        [sys.executable, "-m", "digit_experiments.train", *args],
         cwd=cwd,
         env={**clean_env(), **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,
     )
+
+
+# What a quick command must not import (nested imports count: sys.modules is read).
+HEAVY = {"tensorflow", "keras", "mlflow"}
+
+
+def run_cli_imports(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300):
+    """`python -m digit_experiments.train ARGS` in a fresh process, as run_cli, and the
+    top-level packages it had imported when it exited (from its sys.modules, so an
+    import made anywhere, by anyone, counts)."""
+    with tempfile.TemporaryDirectory(prefix="modules-") as folder:
+        report = Path(folder) / "modules.json"
+        code = (
+            "import atexit, json, runpy, sys\n"
+            "def report():\n"
+            f"    with open({str(report)!r}, 'w') as f:\n"
+            "        json.dump(sorted({m.split('.')[0] for m in sys.modules}), f)\n"
+            "atexit.register(report)\n"
+            "runpy.run_module('digit_experiments.train', run_name='__main__', alter_sys=True)\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code, *args],
+            cwd=cwd,
+            env={**clean_env(), **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        imported = set(json.loads(report.read_text()))
+    return result, imported
 
 
 def clean_env() -> dict:

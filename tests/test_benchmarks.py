@@ -1,9 +1,11 @@
-"""The quick benchmarks run end to end on tiny settings and write their figures (the
-real figures come from full runs: see benchmarks/README.md)."""
+"""The benchmarks run end to end on tiny settings and write their figures, and README.md's
+figures are exactly what benchmarks/readme.py makes of benchmarks/results/ (the real
+figures come from full runs: see benchmarks/README.md)."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -13,46 +15,148 @@ from digit_experiments.app.help import CONF_DIR
 
 from .conftest import clean_env
 
-BENCHMARKS = CONF_DIR.parent / "benchmarks"
+ROOT = CONF_DIR.parent
+BENCHMARKS = ROOT / "benchmarks"
+TINY = ["data.train_limit=1000", "data.test_limit=200", "trainer.epochs=1"]
+
+
+def spread_of(stats: dict, repeats: int) -> bool:
+    """A timing as every benchmark records it: each repeat, and min <= median <= max."""
+    return len(stats["values"]) == repeats and stats["min"] <= stats["median"] <= stats["max"]
+
+
+def run_benchmark(script: str, args: list[str], results, timeout: int = 300):
+    return subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args],
+        env={**clean_env(), "BENCHMARK_RESULTS": str(results)},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def generate(readme, results, *flags: str):
+    """benchmarks/readme.py on a README and a results folder."""
+    command = [sys.executable, str(BENCHMARKS / "readme.py"), "--readme", str(readme)]
+    command += ["--results", str(results), *flags]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60)
 
 
 @pytest.mark.parametrize(
     ("script", "args", "check"),
     [
-        ("startup.py", ["--repeat", "1"], lambda r: r["rows"]["--help"]["heavy_imports"] == []),
+        (
+            "startup.py",
+            ["--repeat", "2"],
+            lambda r: (
+                r["rows"]["--help"]["heavy_imports"] == []
+                and all(spread_of(row["seconds"], 2) for row in r["rows"].values())
+            ),
+        ),
         (
             "throughput.py",
             ["--images", "1000", "--epochs", "2", "--repeat", "1"]
             + ["--only", "mlp;mlp, NumPy arrays"],
             lambda r: (
                 [row["variant"] for row in r["rows"]] == ["mlp", "mlp, NumPy arrays"]
-                and all(row["images_per_second"] > 0 for row in r["rows"])
+                and all(spread_of(row["images_per_second"], 1) for row in r["rows"])
+                and all(row["images_per_second"]["min"] > 0 for row in r["rows"])
             ),
         ),
         (
             "time_to_99.py",
-            [
-                "--target",
-                "0.5",
-                "--max-epochs",
-                "3",
-                "data.train_limit=2000",
-                "data.test_limit=500",
-            ],
-            lambda r: r["reached"]["test_accuracy"] >= 0.5,
+            ["--target", "0.5", "--max-epochs", "3", "--repeat", "2"]
+            + ["data.train_limit=2000", "data.test_limit=500"],
+            lambda r: (
+                r["reached_count"] == 2
+                and all(rep["reached"]["test_accuracy"] >= 0.5 for rep in r["repeats"])
+                and spread_of(r["epoch"], 2)
+                and spread_of(r["train_seconds"], 2)
+            ),
+        ),
+        (
+            "overhead.py",
+            ["--epochs", "1", "--repeat", "1", "--train-limit", "1000", "--test-limit", "200"],
+            lambda r: (
+                spread_of(r["plain_s"], 1)
+                and spread_of(r["tracked_s"], 1)
+                and spread_of(r["pair_ratio"], 1)
+                and r["pair_ratio"]["median"] > 0
+            ),
+        ),
+        (
+            "memory.py",
+            ["--repeat", "2", "model=mlp", *TINY],
+            lambda r: (
+                len(r["runs"]) == 2
+                and spread_of(r["peak_rss_mib"], 2)
+                and r["peak_rss_mib"]["min"] > 100  # TensorFlow alone is more
+            ),
+        ),
+        (
+            "sweep_parallel.py",
+            ["--train-limit", "500", "--epochs", "1", "--repeat", "1", "--only", "joblib"],
+            lambda r: (
+                [row["name"] for row in r["rows"]] == ["basic", "joblib"]
+                and all(row["finished_jobs"] == [4] for row in r["rows"])
+                and all(spread_of(row["wall_seconds"], 1) for row in r["rows"])
+            ),
+        ),
+        (
+            "inference.py",
+            ["--requests", "4", "--repeat", "1", "--train-limit", "1000"],
+            lambda r: (
+                spread_of(r["predict_one_image_seconds"], 1)
+                and spread_of(r["predict_10000_images_seconds"], 1)
+                and spread_of(r["serve"]["batch_1"]["latency_ms"], 4)
+            ),
         ),
     ],
 )
 def test_benchmark_runs_and_writes_its_figures(tmp_path, script, args, check):
-    result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / script), *args],
-        env={**clean_env(), "BENCHMARK_RESULTS": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_benchmark(script, args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     name = script.removesuffix(".py")
     figures = json.loads((tmp_path / f"{name}.json").read_text())
     assert check(figures), figures
     assert "Machine:" in (tmp_path / f"{name}.md").read_text()
+    # The README generator renders these figures in full (min / median / max).
+    readme = tmp_path / "README.md"
+    shutil.copy(ROOT / "README.md", readme)
+    assert generate(readme, tmp_path).returncode == 0
+    rows = [line for line in readme.read_text().splitlines() if f"`make bench-{name}`" in line]
+    assert rows and all("not measured" not in r and "recorded)" not in r for r in rows), rows
+
+
+def test_accuracy_rows_merge_and_the_readme_shows_them(tmp_path):
+    results = tmp_path / "results"
+    result = run_benchmark("accuracy.py", ["--only", "seed_mlp", *TINY], results)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = json.loads((results / "accuracy.json").read_text())["rows"]["seed_mlp"]["runs"]
+    assert run["command"] == "python -m digit_experiments.train model=mlp " + " ".join(TINY)
+    assert run["epochs_trained"] == 1 and 0 < run["test_accuracy"] <= 1
+    assert run["wall_seconds"] > run["train_seconds"] > 0 and run["machine"] and run["run_id"]
+
+    # A second row is merged into the file: the first stays.
+    result = run_benchmark("accuracy.py", ["--only", "seed_cnn", *TINY], results)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads((results / "accuracy.json").read_text())["rows"]
+    assert list(rows) == ["seed_cnn", "seed_mlp"] and rows["seed_mlp"]["runs"] == [run]
+
+    # The generator, on these results, into a copy of the README.
+    readme = tmp_path / "README.md"
+    shutil.copy(ROOT / "README.md", readme)
+    assert generate(readme, results).returncode == 0
+    text = readme.read_text()
+    assert f"| seed MLP | `{run['command']}` | {run['test_accuracy']:.2%} |" in text
+    assert "*seed's report*" in text
+    # No other results file there: every other figure is "not measured yet".
+    assert "| `make bench-overhead` | (not measured yet) |" in text
+    assert generate(readme, results, "--check").returncode == 0
+
+
+def test_readme_figures_are_the_generated_ones():
+    """README.md is exactly what benchmarks/readme.py makes of benchmarks/results/: a
+    typed figure, or results re-run without `make readme`, fail here."""
+    result = generate(ROOT / "README.md", BENCHMARKS / "results", "--check")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -165,3 +165,121 @@ def test_a_path_that_does_not_exist_is_refused_by_name(tmp_path, name):
 def test_source_path_needs_a_path():
     with pytest.raises(data.DataError, match="data.path must be set"):
         data.load(DataConfig(source="path"), 0)
+
+
+# --- bad data from data.source=path: refused with the file and the problem named --------
+
+
+def _npz(tmp_path, bundled, **changes):
+    arrays = {
+        "x_train": bundled["train_images"][:300],
+        "y_train": bundled["train_labels"][:300],
+        "x_test": bundled["test_images"][:50],
+        "y_test": bundled["test_labels"][:50],
+    }
+    arrays.update(changes)
+    path = tmp_path / "digits.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+def _bad_float(bundled):
+    images = bundled["train_images"][:300].astype(np.float32) / 255.0
+    images[7, 3, 3] = np.nan
+    return images
+
+
+BAD_NPZ = [
+    (
+        "labels outside 0-9",
+        lambda b: {"y_train": np.where(np.arange(300) == 12, 10, b["train_labels"][:300])},
+        r"\(y_train\): labels must be digits 0-9, found 10 at index 12",
+    ),
+    (
+        "negative labels",
+        lambda b: {"y_test": np.full(50, -1)},
+        r"\(y_test\): labels must be digits 0-9, found -1 at index 0",
+    ),
+    (
+        "labels that are not whole numbers",
+        lambda b: {"y_train": b["train_labels"][:300] + 0.5},
+        r"\(y_train\): labels must be integers 0-9, found 5.5 at index 0",
+    ),
+    (
+        "flat images",
+        lambda b: {"x_train": b["train_images"][:300].reshape(300, 784)},
+        r"\(x_train\): images must be N x H x W .*got shape \(300, 784\)",
+    ),
+    (
+        "test images of another size",
+        lambda b: {"x_test": np.zeros((50, 32, 32), np.uint8)},
+        r"\(x_test\): test images are 32x32 but the training images .* are 28x28",
+    ),
+    (
+        "float images in 0-255",
+        lambda b: {"x_train": b["train_images"][:300].astype(np.float32)},
+        r"\(x_train\): float pixel values must be in \[0, 1\], found 0 to 255",
+    ),
+    (
+        "NaN",
+        _bad_float,
+        r"\(x_train\): pixel values contain NaN",
+    ),
+    (
+        "floats divided by 255 twice",
+        lambda b: {"x_test": b["test_images"][:50].astype(np.float32) / 255.0 / 255.0},
+        r"\(x_test\): float pixel values are all at most 0.003922: divided by 255 twice",
+    ),
+    (
+        "integers beyond a byte",
+        lambda b: {"x_train": b["train_images"][:300].astype(np.int32) * 4},
+        r"\(x_train\): integer pixel values must be 0-255, found 0 to 1020",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "change", "message"), BAD_NPZ, ids=[c[0] for c in BAD_NPZ])
+def test_bad_arrays_are_refused_naming_the_file_and_the_problem(
+    tmp_path, bundled, case, change, message
+):
+    changes = change(bundled)
+    if isinstance(changes, np.ndarray):
+        changes = {"x_train": changes}
+    path = _npz(tmp_path, bundled, **changes)
+    with pytest.raises(data.DataError, match=str(path).replace(".", r"\.") + " " + message):
+        data.load(DataConfig(source="path", path=str(path)), 0)
+
+
+def test_float_images_in_0_1_are_used_as_they_are(tmp_path, bundled):
+    as_bytes = data.load(DataConfig(source="path", path=str(_npz(tmp_path, bundled))), 0)
+    floats = {
+        "x_train": bundled["train_images"][:300].astype(np.float64) / 255.0,
+        "x_test": bundled["test_images"][:50].astype(np.float32) / 255.0,
+    }
+    as_floats = data.load(DataConfig(source="path", path=str(_npz(tmp_path, bundled, **floats))), 0)
+    np.testing.assert_allclose(as_floats.x_train, as_bytes.x_train, atol=1e-6)
+    np.testing.assert_allclose(as_floats.x_test, as_bytes.x_test, atol=1e-6)
+    assert as_floats.x_train.max() == pytest.approx(1.0)  # not divided by 255 again
+
+
+def test_an_idx_label_file_with_a_label_that_is_not_a_digit_is_refused(tmp_path):
+    directory = _copy_bundled(tmp_path)
+
+    def label_ten(raw):
+        raw[8 + 42] = 10
+        return raw
+
+    _rewrite(directory / "t10k-labels-idx1-ubyte.gz", label_ten)
+    with pytest.raises(
+        data.DataError, match="t10k-labels-idx1-ubyte.gz: labels must be digits 0-9, found 10 at"
+    ):
+        data.load(DataConfig(source="path", path=str(directory), verify_checksums=False), 0)
+
+
+def test_the_shape_and_classes_come_from_the_data(tmp_path, bundled):
+    small = {
+        "x_train": bundled["train_images"][:300, ::2, ::2],
+        "x_test": bundled["test_images"][:50, ::2, ::2],
+    }
+    splits = data.load(DataConfig(source="path", path=str(_npz(tmp_path, bundled, **small))), 0)
+    assert splits.image_shape == (14, 14, 1) and splits.num_classes == 10

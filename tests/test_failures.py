@@ -13,7 +13,7 @@ from digit_experiments.core import evaluate
 from digit_experiments.errors import TrainingDiverged
 from digit_experiments.tracking import callback
 
-from .conftest import SMALL, all_artifacts, free_port, run_cli, small_cfg
+from .conftest import HEAVY, SMALL, all_artifacts, free_port, run_cli, run_cli_imports, small_cfg
 
 
 def _only_run(store):
@@ -85,14 +85,14 @@ def test_a_diverging_run_is_stopped_by_the_nan_guard(tmp_path):
 def test_an_unreachable_tracking_server_fails_fast_before_training(tmp_path):
     uri = f"http://user:s3cr3t-pw@127.0.0.1:{free_port()}"
     started = time.monotonic()
-    result = run_cli(*SMALL, f"tracking.uri={uri}", cwd=tmp_path, python_flags=("-X", "importtime"))
+    result, imported = run_cli_imports(*SMALL, f"tracking.uri={uri}", cwd=tmp_path)
     assert time.monotonic() - started < 60  # not MLflow's minutes of retries
     assert result.returncode == 1
     message = result.stderr.splitlines()[-1]
     assert message.startswith("digits-train: tracking server http://***@127.0.0.1:")
     assert "unreachable" in message and "s3cr3t-pw" not in result.stderr
     assert "Traceback" not in result.stderr
-    assert "| tensorflow" not in result.stderr  # refused before TensorFlow was even imported
+    assert not imported & HEAVY  # refused before TensorFlow or MLflow was even imported
     assert not list(tmp_path.glob("outputs/*/*.h5"))
 
 
@@ -128,19 +128,69 @@ def test_a_diverging_run_in_a_process_exits_non_zero_with_one_clear_line(tmp_pat
     assert {"checkpoints/mlp_best_model.h5", "plots/learning_curves.png", "error.txt"} <= paths
 
 
-def test_bad_data_is_refused_in_one_line_before_a_run_is_opened(tmp_path):
-    result = run_cli(
+def _bad_npz(tmp_path):
+    """A small .npz whose 13th training label is 10."""
+    import numpy as np
+
+    from digit_experiments.core import data
+
+    arrays = data.load_idx_dir(data.bundled_dir())
+    labels = arrays["train_labels"][:300].astype(np.int64)
+    labels[12] = 10
+    path = tmp_path / "digits.npz"
+    np.savez(
+        path,
+        x_train=arrays["train_images"][:300],
+        y_train=labels,
+        x_test=arrays["test_images"][:50],
+        y_test=arrays["test_labels"][:50],
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make_path", "message"),
+    [
+        (lambda tmp: tmp / "nowhere", "{path}: data directory not found"),
+        (_bad_npz, "{path} (y_train): labels must be digits 0-9, found 10 at index 12 (1 such"),
+    ],
+    ids=["missing", "label 10"],
+)
+def test_bad_data_is_refused_in_one_line_before_mlflow_is_imported(tmp_path, make_path, message):
+    path = make_path(tmp_path)
+    result, imported = run_cli_imports(
         *SMALL,
         "data.source=path",
-        f"data.path={tmp_path}/nowhere",
+        f"data.path={path}",
         f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
         cwd=tmp_path,
     )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == (
-        f"digits-train: {tmp_path}/nowhere: data directory not found"
-    )
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    assert client.search_runs(experiments) == []  # no run was opened
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("digits-train: " + message.format(path=path)), last
+    assert "mlflow" not in imported  # refused before MLflow was imported
+    assert not (tmp_path / "mlflow.db").exists()  # so no run could be opened
+
+
+def test_a_failure_while_ending_a_failed_run_still_ends_it(tmp_path, monkeypatch):
+    # The store refuses the error tag while the failed run is being closed: the run must
+    # still end FAILED (not stay RUNNING), keep its checkpoint, and the user must see the
+    # error that failed the run, not the one that happened while closing it.
+    from mlflow.exceptions import MlflowException
+
+    from digit_experiments.tracking.runlog import RunLog
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    def refuse(self, tags):
+        raise MlflowException("the store refused the tags")
+
+    monkeypatch.setattr(evaluate, "classification_metrics", boom)
+    monkeypatch.setattr(RunLog, "tags", refuse)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        train(small_cfg(tmp_path, "model=mlp"), output_dir=tmp_path / "out")
+    run, paths = _only_run(tmp_path)
+    assert run.info.status == "FAILED"
+    assert {"checkpoints/mlp_best_model.h5", "error.txt"} <= paths

@@ -25,9 +25,7 @@ WIDTH = 92
 def options(group: str) -> str:
     """The options of config group `group`, as files in conf/<group>/ name them."""
     names = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
-    return textwrap.fill(
-        ", ".join(names), width=WIDTH - INDENT, subsequent_indent=" " * INDENT
-    )
+    return textwrap.fill(", ".join(names), width=WIDTH - INDENT, subsequent_indent=" " * INDENT)
 
 
 def register_resolver() -> None:

@@ -85,7 +85,9 @@ def _tracked(cfg, conf: Config, runtime: Runtime | None, uri, root, output_dir, 
     parallel = runtime.parallel_jobs if runtime else 1
     training.limit_threads(conf.trainer.threads or training.fair_share(parallel))
     store.connect(uri)
-    parent = conf.tracking.parent_run_id
+    # A sweep's job nests under the sweep's run; a run started inside the caller's own
+    # active MLflow run (a notebook's) nests under that one, in its experiment.
+    parent = conf.tracking.parent_run_id or lifecycle.enclosing_run_id()
     if parent:
         experiment_id = store.parent_experiment(parent, uri)
     else:

@@ -23,6 +23,8 @@ from digit_experiments.errors import DataError, ImageError
 
 # Every source here holds handwritten digits: labels are 0-9.
 DIGITS = 10
+# Where data.source=keras downloads MNIST from (keras.datasets.mnist).
+KERAS_MNIST_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
 
 # sha256 of the *uncompressed* IDX content, as published with the data set
 # (see digit_experiments/resources/mnist/README.md). Checking the content rather than
@@ -175,7 +177,7 @@ def load_arrays(cfg: DataConfig) -> tuple[dict[str, np.ndarray], str, dict[str, 
         (xt, yt), (xs, ys) = keras.datasets.mnist.load_data()
         arrays = {"train_images": xt, "train_labels": yt, "test_images": xs, "test_labels": ys}
         names = dict.fromkeys(arrays, "keras.datasets.mnist")
-        return arrays, "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz", names
+        return arrays, KERAS_MNIST_URL, names
     if cfg.path is None:
         raise DataError("data.path must be set when data.source=path")
     path = Path(cfg.path).expanduser()
@@ -203,7 +205,9 @@ def check_arrays(arrays: dict[str, np.ndarray], names: dict[str, str]) -> dict[s
             )
         labels = np.asarray(labels)
         if labels.ndim != 1:
-            raise DataError(f"{label_file}: labels must be one number per image, got shape {labels.shape}")
+            raise DataError(
+                f"{label_file}: labels must be one number per image, got shape {labels.shape}"
+            )
         if len(images) != len(labels):
             raise DataError(f"{label_file}: {len(labels)} labels for {len(images)} images")
         checked[f"{split}_labels"] = _digit_labels(labels, label_file)

@@ -120,6 +120,4 @@ def read_image(file: Path) -> np.ndarray:
                 image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
             return np.asarray(image)
     except (UnidentifiedImageError, OSError) as e:
-        raise ImageError(
-            f"{file}: not an image file (PNG, JPEG, ...) or a .npy array"
-        ) from e
+        raise ImageError(f"{file}: not an image file (PNG, JPEG, ...) or a .npy array") from e

@@ -40,8 +40,8 @@ def tracked_run(
     curves_figure: Callable | None = None,
 ) -> Iterator[RunLog]:
     """Open a run (or take the one `mlflow run` opened); end it FINISHED, FAILED or
-    KILLED, salvaging on failure. The run is a child of `parent_run_id` if given, else
-    of the caller's active MLflow run if there is one, else a top-level run."""
+    KILLED, salvaging on failure. The run is a child of `parent_run_id` if given (see
+    `enclosing_run_id`), else a top-level run."""
     client = store.client(uri)
     tags = {key: redact(str(value)) for key, value in tags.items()}
     run_id = _open(client, experiment_id, run_name, tags, parent_run_id)
@@ -71,16 +71,24 @@ def _open(client, experiment_id: str, run_name: str, tags: dict, parent_run_id) 
         # `mlflow run .` opened this run for us (with its own source tags): fill it.
         client.log_batch(project_run, tags=_run_tags({**tags, MLFLOW_RUN_NAME: run_name}))
         return project_run
-    import mlflow
     from mlflow.tracking.context import registry as context
 
-    if parent_run_id is None and (enclosing := mlflow.active_run()) is not None:
-        parent_run_id = enclosing.info.run_id
     if parent_run_id is not None:
         tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
     # The same source, user and git tags `mlflow.start_run` would add.
     run = client.create_run(experiment_id, tags=context.resolve_tags(tags), run_name=run_name)
     return run.info.run_id
+
+
+def enclosing_run_id() -> str | None:
+    """The caller's active MLflow run (a notebook's `with mlflow.start_run():`), which a
+    run started inside it nests under; None under `mlflow run`, whose run is filled."""
+    if os.environ.get(PROJECT_RUN_ENV):
+        return None
+    import mlflow
+
+    active = mlflow.active_run()
+    return active.info.run_id if active is not None else None
 
 
 def _run_tags(tags: dict):

@@ -136,18 +136,18 @@ def ensure_experiment(name: str, uri: str, root: Path) -> str:
 
 
 def parent_experiment(parent_run_id: str, uri: str) -> str:
-    """The experiment of the run a job nests under (children are shown nested only in
+    """The experiment of the run a run nests under (children are shown nested only in
     their parent's experiment). A parent the store does not have is refused in one line:
-    the job would otherwise become a top-level run of some other store."""
+    the run would otherwise become a top-level run of some other store."""
     from mlflow.exceptions import MlflowException
 
     try:
         return client(uri).get_run(parent_run_id).info.experiment_id
     except MlflowException as e:
         raise ParentRunMissing(
-            f"tracking.parent_run_id: the sweep's parent run {parent_run_id} is not in "
-            f"{redact(uri)} ({str(e).splitlines()[0][:200]}); this job must log to the "
-            "sweep's store (tracking.uri or MLFLOW_TRACKING_URI as the sweep had it)"
+            f"tracking.parent_run_id: parent run {parent_run_id} is not in {redact(uri)} "
+            f"({str(e).splitlines()[0][:200]}); a sweep's job must log to the sweep's store "
+            "(tracking.uri or MLFLOW_TRACKING_URI as the sweep had it)"
         ) from None
 
 

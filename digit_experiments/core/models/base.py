@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
     from digit_experiments.core.config import RegularizationConfig
 
+ACTIVATIONS = ("relu", "gelu", "elu", "selu", "swish", "tanh")
+
 
 @dataclass
 class ModelSpec:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from digit_experiments.core.config import ACTIVATIONS, spec
-from digit_experiments.core.models.base import ModelSpec
+from digit_experiments.core.models.base import ACTIVATIONS, ModelSpec
+from digit_experiments.core.schema import spec
 
 
 @dataclass

@@ -1,0 +1,175 @@
+"""Accuracy: the recorded runs the README's Results show, each run as a whole process.
+
+    .venv/bin/python benchmarks/accuracy.py [--only NAME[,NAME...]] [--repeat 1] [OVERRIDES...]
+
+Each row runs `python -m digit_experiments.train ROW'S OVERRIDES [OVERRIDES...]` in a
+temporary directory with its own SQLite store, then reads back what MLflow recorded:
+the run id, test accuracy, macro F1, epochs trained, best epoch, training seconds, with
+the process's wall seconds and the machine. The rows (see ROWS): seed_cnn (the
+defaults, what `make train` runs), seed_mlp, best_mlp, best_cnn (about 26 minutes on 2
+cores) and mlp_vs_cnn (the sweep: its two children, the whole sweep's wall time, and
+the table `digits compare --markdown` writes). `--repeat N` runs each chosen row N
+times, the rows alternated round by round. Extra OVERRIDES (e.g. data.train_limit=1000
+for a quick check) are passed to every run and shown in its command.
+
+benchmarks/results/accuracy.json is merged, not replaced: the rows run now replace
+their earlier entry and the others stay, so rows can be measured one at a time.
+Writes benchmarks/results/accuracy.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from common import RESULTS, machine, rounds, save, store_runs, table, timed
+
+# name -> (what it is, the overrides of its command). A sweep's overrides start with -m.
+ROWS = {
+    "best_cnn": (
+        "best CNN: VGG-style, batch norm, augmentation, one-cycle",
+        ["experiment=best_cnn"],
+    ),
+    "best_mlp": (
+        "best MLP: 1024-512, batch norm, dropout, augmentation, one-cycle",
+        ["experiment=best_mlp"],
+    ),
+    "seed_cnn": ("seed CNN + dropout", []),
+    "seed_mlp": ("seed MLP", ["model=mlp"]),
+    "mlp_vs_cnn": ("the seed's MLP and CNN as one sweep", ["-m", "experiment=mlp_vs_cnn"]),
+}
+METRICS = ("test_accuracy", "test_f1_macro", "epochs_trained", "best_epoch", "train_seconds")
+COMPARE_COLUMNS = "job,status,model,regularization,test_accuracy,test_f1_macro,epochs,seconds"
+DIGITS_BIN = Path(sys.executable).parent / "digits"
+
+
+def recorded(run) -> dict:
+    """What one MLflow run recorded, as the results keep it."""
+    metrics = run.data.metrics
+    out = {"run_id": run.info.run_id, "status": run.info.status}
+    for key in METRICS:
+        value = metrics.get(key)
+        whole = key in ("epochs_trained", "best_epoch") and value is not None
+        out[key] = int(value) if whole else value
+    return out
+
+
+def run_row(name: str, extra: list[str]) -> dict:
+    """Run one row's command into a fresh store; its record."""
+    overrides = [*ROWS[name][1], *extra]
+    command = [sys.executable, "-m", "digit_experiments.train", *overrides]
+    shown = " ".join(["python -m digit_experiments.train", *overrides])
+    with tempfile.TemporaryDirectory(prefix="accuracy-bench-") as tmp:
+        wall, _ = timed(command, cwd=tmp)
+        runs = store_runs(tmp)
+        record = {
+            "command": shown,
+            "wall_seconds": round(wall, 1),
+            "machine": machine(),
+            "date": datetime.date.today().isoformat(),
+        }
+        if "-m" not in overrides:
+            (run,) = runs
+            return {**record, **recorded(run)}
+        (parent,) = [r for r in runs if r.data.tags.get("sweep") == "true"]
+        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+        markdown = Path(tmp) / "compare.md"
+        timed(
+            [
+                str(DIGITS_BIN),
+                "--tracking-uri",
+                f"sqlite:///{tmp}/mlflow.db",
+                "compare",
+                "--columns",
+                COMPARE_COLUMNS,
+                "--markdown",
+                str(markdown),
+            ],
+            cwd=tmp,
+        )
+        children.sort(key=lambda r: int(r.data.tags.get("hydra_job_num", 0)))
+        return {
+            **record,
+            "parent_run_id": parent.info.run_id,
+            "status": parent.info.status,
+            "children": [{"model": r.data.tags.get("model"), **recorded(r)} for r in children],
+            "compare_command": f"digits compare --columns {COMPARE_COLUMNS} --markdown FILE",
+            "compare_markdown": markdown.read_text(),
+        }
+
+
+def summary_rows(rows: dict) -> list[list]:
+    """One line per recorded run (a sweep: one per child) for accuracy.md."""
+    lines = []
+    for name, row in rows.items():
+        for i, run in enumerate(row["runs"], start=1):
+            for part in run.get("children", [run]):
+                label = f"{name} ({part['model']})" if "model" in part else name
+                lines.append(
+                    [
+                        label,
+                        i,
+                        f"`{run['command']}`",
+                        f"{part['test_accuracy']:.4f}",
+                        f"{part['test_f1_macro']:.4f}",
+                        f"{part['epochs_trained']} ({part['best_epoch']})",
+                        f"{part['train_seconds']:.1f}",
+                        f"{run['wall_seconds']:.1f}",
+                        part["run_id"],
+                    ]
+                )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", help=f"rows separated by ',' (of: {', '.join(ROWS)})")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each row, alternated")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
+    args = parser.parse_args()
+    chosen = args.only.split(",") if args.only else list(ROWS)
+    unknown = sorted(set(chosen) - set(ROWS))
+    if unknown:
+        parser.error(f"--only: no row {unknown}; the rows: {list(ROWS)}")
+
+    produced: dict[str, list[dict]] = {name: [] for name in chosen}
+    for i, name in rounds(chosen, args.repeat):
+        produced[name].append(run_row(name, args.overrides))
+        print(f"round {i + 1}: {name}: {json.dumps(produced[name][-1])[:400]}", flush=True)
+
+    path = RESULTS / "accuracy.json"
+    rows = json.loads(path.read_text())["rows"] if path.exists() else {}
+    for name in chosen:
+        rows[name] = {"description": ROWS[name][0], "extra": args.overrides, "runs": produced[name]}
+    rows = {name: rows[name] for name in ROWS if name in rows}  # a stable order
+    setup = (
+        "`benchmarks/accuracy.py`: each row's command as a whole process, into its own "
+        "SQLite store; the figures are what MLflow recorded. Rows are measured separately "
+        "(`--only NAME`): each run records its own machine and date."
+    )
+    markdown = table(
+        [
+            "row",
+            "repeat",
+            "command",
+            "test accuracy",
+            "macro F1",
+            "epochs (best)",
+            "train s",
+            "wall s",
+            "run id",
+        ],
+        summary_rows(rows),
+    )
+    for run in rows.get("mlp_vs_cnn", {}).get("runs", []):
+        markdown += f"\n\n`{run['compare_command']}` for `{run['command']}`:\n\n"
+        markdown += run["compare_markdown"].strip()
+    save("accuracy", setup, {"rows": rows}, markdown)
+
+
+if __name__ == "__main__":
+    main()
