@@ -33,10 +33,7 @@ def test_defaults_are_the_seed_cnn_with_adam_and_dropout():
 def test_every_option_composes_and_validates(group):
     for option in sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")):
         conf = validate(compose_cfg(f"{group}={option}"))
-        expected = {"cnn_default": "dropout", "mlp_default": "none", "vgg_default": "dropout"}.get(
-            option, option
-        )
-        assert getattr(conf, group).name == expected
+        assert getattr(conf, group).name == option
 
 
 @pytest.mark.parametrize(

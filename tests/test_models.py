@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import pytest
 
+from digit_experiments.app.help import CONF_DIR
 from digit_experiments.core import models
 from digit_experiments.core.config import validate
 from digit_experiments.core.optimizers import build_optimizer
@@ -139,3 +140,116 @@ def test_augmentation_acts_in_training_only():
     for layer in augment:
         np.testing.assert_array_equal(np.asarray(layer(x, training=False)), x)
     assert not np.allclose(np.asarray(augment[0](x, training=True)), x)
+
+
+# --- a model is one module and one YAML file ------------------------------------------
+
+TINY_MODULE = """
+from dataclasses import dataclass
+
+from digit_experiments.core.models.base import ModelSpec
+from digit_experiments.core.schema import spec
+
+
+@dataclass
+class Tiny(ModelSpec):
+    units: int = spec(16, ge=1)
+
+    def build(self, input_shape, num_classes, reg):
+        import keras
+        from keras import layers
+
+        from digit_experiments.core.models import blocks
+
+        return keras.Sequential(
+            [
+                *blocks.inputs(input_shape, reg),
+                layers.Flatten(),
+                *blocks.dense_head([self.units], "relu", reg, num_classes),
+            ],
+            name=self.OPTION,
+        )
+"""
+TINY_YAML = """# @package _global_
+defaults:
+  - /schema/model/tiny@model
+  - override /regularization: dropout
+  - _self_
+
+model:
+  name: tiny
+  units: 16
+"""
+ADD_AND_TRAIN = """
+import json, sys
+from digit_experiments.core import models
+models.__path__.append(sys.argv[1])  # where the new module is
+from hydra import compose, initialize_config_dir
+from digit_experiments.app.help import register_resolver
+from digit_experiments.app.run import train
+from digit_experiments.core.config import register_configs, validate
+from digit_experiments.errors import ConfigError
+
+register_configs()
+register_resolver()
+small = ["data.train_limit=2000", "data.test_limit=200", "trainer.epochs=2"]
+with initialize_config_dir(sys.argv[2], version_base="1.3"):
+    cfg = compose("config", overrides=["model=tiny", "model.units=32", *small, sys.argv[3]])
+    try:
+        validate(compose("config", overrides=["model=tiny", "model.units=0"]))
+        refused = None
+    except ConfigError as e:
+        refused = str(e)
+metrics = train(cfg, output_dir=sys.argv[4])
+print(json.dumps({"refused": refused, "accuracy": metrics["test_accuracy"]}))
+"""
+
+
+def test_a_new_model_is_one_module_and_one_yaml_file(tmp_path):
+    """Add `tiny`: its module beside the others, its YAML in conf/model/, nothing else
+    (no list of models, no help text, no shape or class constants). It composes with its
+    schema's checks and trains."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from .conftest import clean_env
+
+    extra, conf = tmp_path / "models", tmp_path / "conf"
+    extra.mkdir()
+    (extra / "tiny.py").write_text(TINY_MODULE)
+    shutil.copytree(CONF_DIR, conf)
+    (conf / "model" / "tiny.yaml").write_text(TINY_YAML)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            ADD_AND_TRAIN,
+            str(extra),
+            str(conf),
+            f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+            str(tmp_path / "out"),
+        ],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    answer = json.loads(result.stdout.strip().splitlines()[-1])
+    assert "model.units must be >= 1, got 0" in answer["refused"]
+    assert answer["accuracy"] > 0.6  # it learnt: 2,000 images, 2 epochs (chance is 0.1)
+
+
+@pytest.mark.parametrize("option", sorted(models.specs()))
+def test_every_model_takes_its_input_shape_and_classes_from_the_data(option):
+    conf = validate(compose_cfg(f"model={option}", "regularization=none"))
+    model = models.build_model(conf.model, conf.regularization, (36, 36, 1), 3)
+    assert model.input_shape == (None, 36, 36, 1) and model.output_shape == (None, 3)
+
+
+def test_every_model_option_has_its_module_and_its_yaml():
+    yaml_options = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
+    assert yaml_options == sorted(models.specs())

@@ -7,7 +7,7 @@ import pytest
 
 from digit_experiments.core import data
 from digit_experiments.errors import ImageError
-from digit_experiments.inference.preprocess import batch_to_mnist, to_grayscale, to_mnist
+from digit_experiments.inference.preprocess import batch_to_mnist, prepare, to_grayscale, to_mnist
 
 
 @pytest.fixture(scope="module")
@@ -67,3 +67,40 @@ def test_batches_in_mnist_format_are_only_scaled(digits):
 def test_wrong_array_shapes_are_refused(shape):
     with pytest.raises(ImageError, match="expected images"):
         batch_to_mnist(np.zeros(shape))
+
+
+# --- one rule for every picture: PNG or array, bytes or floats --------------------------
+
+
+def test_a_picture_of_the_models_size_is_taken_as_framed(digits):
+    np.testing.assert_array_equal(prepare(digits[0]), digits[0] / np.float32(255))
+    # dark on light: only the polarity changes
+    np.testing.assert_allclose(prepare(255 - digits[0]), digits[0] / 255.0, atol=1e-6)
+
+
+def test_floats_in_0_1_and_bytes_are_the_same_picture(digits):
+    np.testing.assert_allclose(
+        prepare(digits[5].astype(np.float64) / 255.0), prepare(digits[5]), atol=1e-6
+    )
+    big = np.kron(digits[5], np.ones((3, 3), dtype=np.uint8))
+    np.testing.assert_allclose(prepare(big.astype(np.float32) / 255.0), prepare(big), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (lambda d: d.astype(np.float32), r"float pixel values must be in \[0, 1\]"),
+        (lambda d: np.where(d > 0, np.nan, 0.0), "pixel values contain NaN"),
+        (lambda d: d / 255.0 / 255.0, "divided by 255 twice"),
+    ],
+)
+def test_pixel_values_that_break_the_rule_are_refused(digits, values, message):
+    with pytest.raises(ImageError, match=message):
+        prepare(values(digits[0]))
+
+
+def test_an_array_of_one_picture_of_any_size_is_one_picture(digits):
+    picture = np.kron(255 - digits[2], np.ones((4, 4), dtype=np.uint8))  # 112x112, dark ink
+    batch = batch_to_mnist(picture)
+    assert batch.shape == (1, 28, 28, 1)
+    np.testing.assert_allclose(batch[0, ..., 0], to_mnist(picture))

@@ -197,6 +197,35 @@ def test_predict_reads_pictures_like_mnist_in_both_polarities_and_any_size(store
     assert np.mean([int(line.split()[1]) for line in lines] == labels) >= raw_accuracy - 0.01
 
 
+def test_a_png_and_an_npy_of_the_same_digit_get_the_same_answer(store, pictures, tmp_path):
+    # Dark ink on light paper, 28x28: as PNG files, and as arrays of bytes and of floats.
+    _, images, _ = pictures
+    paper = 255 - images[:20]
+    for i, image in enumerate(paper):
+        Image.fromarray(image).save(tmp_path / f"{i:02d}.png")
+    np.save(tmp_path / "bytes.npy", paper)
+    np.save(tmp_path / "floats.npy", paper.astype(np.float32) / 255.0)
+    predictor = Predictor.load(f"models:/{NAME}@champion")
+    from digit_experiments.inference.predictor import read_pictures
+
+    answers = {
+        name: predictor.predict_files(read_pictures(files))
+        for name, files in {
+            "png": sorted(tmp_path.glob("*.png")),
+            "bytes": [tmp_path / "bytes.npy"],
+            "floats": [tmp_path / "floats.npy"],
+        }.items()
+    }
+    png = np.array([p.probabilities for _, p in answers["png"]])
+    for name in ("bytes", "floats"):
+        np.testing.assert_allclose(
+            np.array([p.probabilities for _, p in answers[name]]), png, atol=1e-5
+        )
+    # ... and the same as MNIST's own light-on-dark digits: the polarity rule holds.
+    direct = predictor.probabilities(data.to_model_input(images[:20]))
+    np.testing.assert_allclose(png, direct, atol=1e-5)
+
+
 def test_predict_refuses_bad_input_with_a_clear_error(store, pictures, tmp_path, capsys):
     (tmp_path / "notes.png").write_text("not a picture")
     Image.fromarray(np.full((40, 40), 230, np.uint8)).save(tmp_path / "blank.png")

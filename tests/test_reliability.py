@@ -191,6 +191,7 @@ def test_credentials_never_reach_params_tags_artifacts_or_the_console(tmp_path):
         ),
         ("sqlite:///data/mlflow.db", "sqlite:///data/mlflow.db"),
         ("mail me at a@b.c", "mail me at a@b.c"),
+        ("s3:/user:pw@bucket/key", "s3:/***@bucket/key"),  # a URI that went through pathlib
     ],
 )
 def test_redact_masks_uri_credentials(text, expected):
@@ -206,6 +207,65 @@ def test_redact_masks_secret_environment_values(monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "pw-abcdef")
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")  # not a secret
     assert redact("Bearer tok-123456, pw-abcdef, alice") == "Bearer ***, ***, alice"
+
+
+def test_tracebacks_in_log_records_are_masked(monkeypatch):
+    import io
+    import logging
+
+    from digit_experiments.tracking.redaction import redact_logs
+
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "env-s3cret-pw")
+    redact_logs()
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger = logging.getLogger("tests.redaction")
+    logger.addHandler(handler)
+    try:
+        try:
+            raise RuntimeError("cannot reach http://alice:uri-s3cret-pw@host:5000 (env-s3cret-pw)")
+        except RuntimeError:
+            logger.exception("the store failed")
+    finally:
+        logger.removeHandler(handler)
+    text = stream.getvalue()
+    assert "Traceback" in text and "RuntimeError: cannot reach http://***@host:5000 (***)" in text
+    assert "s3cret" not in text
+
+
+def test_a_failing_sweep_jobs_traceback_is_masked_on_the_console(tmp_path):
+    # Hydra prints a failed job's overrides and traceback itself (not through logging);
+    # the data path here carries credentials and a secret from the environment.
+    secret_path = "s3://alice:uri-s3cret-pw@bucket/env-s3cret-pw/mnist.npz"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "digit_experiments.train",
+            "-m",
+            "model=mlp,cnn",
+            *SMALL,
+            "data.source=path",
+            f"data.path={secret_path}",
+        ],
+        cwd=tmp_path,
+        env={**clean_env(), "MLFLOW_TRACKING_PASSWORD": "env-s3cret-pw"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    console = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "***@bucket/***/mnist.npz: data file not found" in console  # the error
+    assert "Error executing job" in console  # ... as Hydra printed it
+    assert "s3cret" not in console
+    client, runs = _runs(f"sqlite:///{tmp_path}/mlflow.db")
+    (parent,) = runs
+    recorded = str(parent.data.tags) + str(parent.data.params) + parent.info.run_name
+    for _, local in _artifact_texts(client, parent.info.run_id):
+        recorded += Path(local).read_text()
+    assert "data.path=s3://***@bucket/***/mnist.npz" in recorded
+    assert "s3cret" not in recorded
 
 
 # --- servers bind to 127.0.0.1 --------------------------------------------------------

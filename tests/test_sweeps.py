@@ -56,6 +56,12 @@ def test_a_sweep_is_one_parent_with_a_child_per_job(tmp_path):
     assert parent.data.tags["sweep_dir"].startswith(str(tmp_path / "multirun"))
     assert [c.data.tags["model"] for c in children] == ["mlp", "cnn"]
     assert all(c.info.status == "FINISHED" for c in children)
+    # The parent reached each job as a config value (not through the environment), and
+    # the jobs' overrides show what the user swept, not that bookkeeping.
+    for child in children:
+        assert child.data.params["tracking.parent_run_id"] == parent.info.run_id
+        assert "parent_run_id" not in child.data.tags["overrides"]
+        assert child.data.tags["overrides"].startswith(f"model={child.data.tags['model']}")
     # Each child is a full run: its checkpoint among its artifacts.
     for child in children:
         name = child.data.tags["model"]

@@ -15,8 +15,10 @@ import os
 import re
 import sys
 
-# Hydra prints a sweep's overrides with ':' escaped (http\://user\:pass@...): allow it.
-_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*\\?://)[^/@\s]+@")
+# Hydra prints a sweep's overrides with ':' escaped (http\://user\:pass@...), and in a
+# failed job's message as a list's repr (http\\://...): allow any backslashes. A path
+# made of a URI loses a slash (pathlib: s3:/user:pw@bucket): one slash is enough.
+_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*\\*:/{1,2})[^/@\s]+@")
 _SECRET_NAMES = re.compile(r"(PASSWORD|TOKEN|SECRET|SECRET_ACCESS_KEY)$")
 MASK = "***"
 
