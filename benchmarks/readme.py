@@ -9,8 +9,7 @@ Rewrites every block of the README between
 and leaves every other line as it is. The blocks (see BLOCKS): `results` (accuracy per
 preset, from accuracy.json), `mlp_vs_cnn` (the sweep's comparison table), `sweep_parallel`
 (the parallel sweep, in "Sweeps") and `benchmarks` (one row per benchmark). A results
-file that is not there gives "(not measured yet)"; one from before the figures were
-min / median / max shows what it has. `--check` writes nothing and exits 1 (with a
+file that is not there gives "(not measured yet)". `--check` writes nothing and exits 1 (with a
 diff) if the README is not what this would make of it. `make readme` runs it.
 """
 
@@ -35,30 +34,12 @@ WIDTH = 90  # the README's prose width
 SEED_REPORT = ["*seed's report*", "", "*98.7% (CNN) / 98.0% (MLP)*", "*0.987 / 0.98*", "", ""]
 
 
-# --- figures, whatever format the results file has -------------------------------------
-
-
-def as_stats(value, single: bool = True) -> dict | None:
-    """A min / median / max dict from what a results file holds. Older files kept a list
-    of repeats (made into one here), or one number: `single` says whether that number is
-    one measurement (kept as such) or a median of repeats that were not kept."""
-    if value is None or isinstance(value, dict):
-        return value
-    if isinstance(value, list):
-        return spread(value) if value else None
-    return spread([value]) if single else {"median": value}
+# --- figures ---------------------------------------------------------------------------
 
 
 def fig(stats: dict | None, fmt: str = "{:.1f}", unit: str = "") -> str:
-    """'min / median / max' (one value for one repeat); what there is of an older file."""
-    if stats is None:
-        return NOT_YET
-    if "values" in stats:
-        return show(stats, fmt, unit)
-    keys = ("min", "median", "max")
-    there = [f"{k} {fmt.format(stats[k])}{unit}" for k in keys if k in stats]
-    missing = " / ".join(k for k in keys if k not in stats)
-    return ", ".join(there) + f" (no {missing} recorded)"
+    """'min / median / max' of a timing (one value for one repeat)."""
+    return NOT_YET if stats is None else show(stats, fmt, unit)
 
 
 def load(results: Path) -> dict[str, dict]:
@@ -140,9 +121,9 @@ def sweep_parallel_text(data: dict) -> str:
     """'basic a / b / c s; joblib ...': every variant's wall time and speed-up."""
     parts = []
     for row in data["rows"]:
-        part = f"{row['variant']}: {fig(as_stats(row['wall_seconds']), unit=' s')}"
+        part = f"{row['variant']}: {fig(row['wall_seconds'], unit=' s')}"
         if row is not data["rows"][0]:
-            part += f", {fig(as_stats(row['speedup']), '{:.2f}', 'x')} as fast"
+            part += f", {fig(row['speedup'], '{:.2f}', 'x')} as fast"
         parts.append(part)
     return "; ".join(parts)
 
@@ -158,37 +139,24 @@ def sweep_parallel_block(results: dict) -> str:
 
 
 def startup_figure(data: dict) -> str:
-    parts = []
-    for name, r in data["rows"].items():
-        stats = r.get("seconds") or {k: r[f"{k}_s"] for k in ("min", "median") if f"{k}_s" in r}
-        parts.append(f"`{name}` {fig(stats, '{:.2f}', ' s')}")
+    parts = [f"`{name}` {fig(r['seconds'], '{:.2f}', ' s')}" for name, r in data["rows"].items()]
     heavy = sorted({m for r in data["rows"].values() for m in r["heavy_imports"]})
     return "; ".join(parts) + f"; TensorFlow/MLflow imported: {', '.join(heavy) or 'no'}"
 
 
 def overhead_figure(data: dict) -> str:
-    ratio = as_stats(data.get("pair_ratio") or data.get("pair_ratios"))
-    of_medians = data.get("ratio_of_medians", data.get("ratio"))
+    ratio, of_medians = data["pair_ratio"], data["ratio_of_medians"]
     images = f"{data['train_limit']:,} images" if data.get("train_limit") else "all images"
     return (
         f"seed CNN, {data['epochs']} epochs, {images}: "
         f"tracked / plain, per pair: **{fig(ratio, '{:.3f}')}** (target at most 1.05; the "
-        f"ratio of the medians: {of_medians}); tracked {fig(as_stats(data['tracked_s']))} s, "
-        f"plain {fig(as_stats(data['plain_s']))} s. The tracked run reads the data while "
-        "MLflow starts, and evaluates the test set once"
+        f"ratio of the medians: {of_medians}); tracked {fig(data['tracked_s'])} s, "
+        f"plain {fig(data['plain_s'])} s. The tracked run reads the data while TensorFlow "
+        "is imported, and evaluates the test set once"
     )
 
 
 def time_to_99_figure(data: dict) -> str:
-    if "repeats" not in data:  # an older file: one run, its `reached` epoch or null
-        reached = [data["reached"]] if data["reached"] else []
-        data = {
-            **data,
-            "repeat": 1,
-            "reached_count": len(reached),
-            "epoch": as_stats([r["epoch"] for r in reached]),
-            "train_seconds": as_stats([r["train_seconds"] for r in reached]),
-        }
     epoch, seconds = data["epoch"], data["train_seconds"]
     count = f"{data['reached_count']} of {data['repeat']}"
     if not epoch:
@@ -202,10 +170,7 @@ def time_to_99_figure(data: dict) -> str:
 def throughput_figure(data: dict) -> str:
     parts = []
     for row in data["rows"]:
-        full = row["full_epoch_seconds"]
-        if "epoch_medians" in row:  # older file: its processes' epoch times
-            full = [54000 * t / row["train_images"] for t in row["epoch_medians"]]
-        parts.append(f"{row['variant']} {fig(as_stats(full, single=False))}")
+        parts.append(f"{row['variant']} {fig(row['full_epoch_seconds'])}")
     return (
         "seconds per 54,000-image epoch (validation included): "
         + "; ".join(parts)
@@ -216,10 +181,10 @@ def throughput_figure(data: dict) -> str:
 
 
 def predict_figure(data: dict) -> str:
-    one = as_stats(data["predict_one_image_seconds"], single=False)
-    many = as_stats(data["predict_10000_images_seconds"], single=False)
+    one, many = data["predict_one_image_seconds"], data["predict_10000_images_seconds"]
     return (
-        f"{fig(one, '{:.2f}', ' s')} / {fig(many, '{:.2f}', ' s')}: the process start "
+        f"one PNG {fig(one, '{:.2f}', ' s')}; 10,000 images {fig(many, '{:.2f}', ' s')}: the "
+        "process start "
         "dominates (importing TensorFlow and MLflow, opening the registry); beyond it, "
         f"{data['predict_images_per_second_beyond_startup']:,} images/s"
     )
@@ -229,9 +194,8 @@ def serve_figure(data: dict) -> str:
     parts = []
     for batch in (1, 100):
         r = data["serve"][f"batch_{batch}"]
-        latency = r.get("latency_ms") or {"median": r["median_latency_ms"]}
         parts.append(
-            f"batch of {batch}: {fig(latency, '{:.0f}', ' ms')} per request "
+            f"batch of {batch}: {fig(r['latency_ms'], '{:.0f}', ' ms')} per request "
             f"({r['requests_per_second']} requests/s, {r['images_per_second']:,} images/s, "
             f"{r['request_kib']:,} KiB of JSON)"
         )
@@ -239,11 +203,9 @@ def serve_figure(data: dict) -> str:
 
 
 def memory_figure(data: dict) -> str:
-    runs = data.get("runs", [data])
-    peak = as_stats(data["peak_rss_mib"])
-    run = runs[-1]
+    run = data["runs"][-1]
     return (
-        f"{fig(peak, '{:,.0f}', ' MiB')} (`{run['run_name']}`: "
+        f"{fig(data['peak_rss_mib'], '{:,.0f}', ' MiB')} (`{run['run_name']}`: "
         f"{run['test_accuracy']:.2%}, {run['epochs']} epochs, {run['train_seconds']:.0f} s "
         "of training"
         + (f"; overrides `{' '.join(data['overrides'])}`" if data["overrides"] else "")
@@ -269,7 +231,7 @@ BENCHMARKS = [
     ),
     ("time_to_99", "time to 99.0% test accuracy (the default target), seed CNN", time_to_99_figure),
     ("throughput", "training throughput", throughput_figure),
-    ("inference", "`digits predict`, one PNG / 10,000 images (whole processes)", predict_figure),
+    ("inference", "`digits predict` (whole processes)", predict_figure),
     ("inference", "`mlflow models serve`, batches of 1 / 100", serve_figure),
     (
         "memory",

@@ -104,13 +104,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _client(args):
-    import mlflow
-
+    """The store's client; models:/ and runs:/ URIs resolve against the same store."""
     from digit_experiments.tracking import store
 
     uri = store.resolve_tracking_uri(args.tracking_uri, Path.cwd())
-    store.check_reachable(uri)
-    mlflow.set_tracking_uri(uri)  # models:/ URIs resolve against the same store
+    store.connect(uri)
     return store.client(uri)
 
 

@@ -20,7 +20,6 @@ from digit_experiments.errors import ImageError, ModelError
 from digit_experiments.inference import preprocess
 from digit_experiments.inference.loading import load_model
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 BATCH = 256
 
 
