@@ -35,7 +35,10 @@ install-test: $(VENV)/.installed-test
 train: install
 	$(BIN)/python -m digit_experiments.train $(ARGS)
 
+# .ci/system-packages: PostgreSQL for the `digits stack` tests (installed as root with
+# apt-get; anyone else gets a note, and those tests skip saying what to install).
 test: install-test
+	.ci/system-packages
 	$(BIN)/python -m pytest $(ARGS)
 
 test-slow: install-test

@@ -102,12 +102,13 @@ def prepare(overrides: list[str]):
     (optimizer with its schedule, loss with label smoothing, metrics, XLA setting)."""
     from hydra import compose, initialize_config_dir
 
-    from digit_experiments.app.help import CONF_DIR, register_resolver
+    from digit_experiments.app.help import CONF_DIR
+    from digit_experiments.app.resolvers import register_resolvers
     from digit_experiments.core import data, models, training
     from digit_experiments.core.config import register_configs, validate
 
     register_configs()  # the schemas conf/ names, as the entry point registers them
-    register_resolver()  # the help template's resolver, which composing resolves
+    register_resolvers()  # the ${digits.*} resolvers conf/ uses
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         conf = validate(compose("config", overrides=overrides))
     training.limit_threads(conf.trainer.threads)
@@ -134,3 +135,19 @@ def store_runs(directory: str | Path) -> list:
     client = MlflowClient(f"sqlite:///{directory}/mlflow.db")
     ids = [e.experiment_id for e in client.search_experiments()]
     return client.search_runs(ids) if ids else []
+
+
+def variant_rows(labels: dict[str, str], seconds: dict, finished: dict) -> list[dict]:
+    """A row per variant: its wall seconds and its speed-up over the first variant,
+    taken per round (rounds run minutes apart, and this machine's speed drifts)."""
+    first = next(iter(labels))
+    return [
+        {
+            "variant": label,
+            "name": name,
+            "wall_seconds": spread(seconds[name], 1),
+            "speedup": spread([b / s for b, s in zip(seconds[first], seconds[name])], 2),
+            "finished_jobs": finished[name],
+        }
+        for name, label in labels.items()
+    ]

@@ -8,7 +8,8 @@ Rewrites every block of the README between
 (the block's indentation follows its start marker, so a block can sit in a list item)
 and leaves every other line as it is. The blocks (see BLOCKS): `results` (accuracy per
 preset, from accuracy.json), `mlp_vs_cnn` (the sweep's comparison table), `sweep_parallel`
-(the parallel sweep, in "Sweeps") and `benchmarks` (one row per benchmark). A results
+(the parallel sweep, in "Sweeps"), `scale` (launchers and stores, in "Team scale") and
+`benchmarks` (one row per benchmark). A results
 file that is not there gives "(not measured yet)". `--check` writes nothing and exits 1 (with a
 diff) if the README is not what this would make of it. `make readme` runs it.
 """
@@ -118,7 +119,8 @@ def mlp_vs_cnn_block(results: dict) -> str:
 
 
 def sweep_parallel_text(data: dict) -> str:
-    """'basic a / b / c s; joblib ...': every variant's wall time and speed-up."""
+    """'basic a / b / c s; joblib ...': every variant's wall time and speed-up over the
+    first (sweep_parallel.json and scale.json)."""
     parts = []
     for row in data["rows"]:
         part = f"{row['variant']}: {fig(row['wall_seconds'], unit=' s')}"
@@ -217,6 +219,29 @@ def sweep_parallel_figure(data: dict) -> str:
     return sweep_parallel_text(data) + " (see [Sweeps](#sweeps))"
 
 
+def scale_text(data: dict) -> str:
+    """The team-scale sweep per launcher, and a run's tracking cost per store."""
+    cost = data["tracking_cost_seconds"]
+    return (
+        sweep_parallel_text(data)
+        + ". One run's time in MLflow beyond training (logging and the test-set "
+        f"evaluation): server on PostgreSQL {fig(cost['server'], '{:.2f}', ' s')}, "
+        f"SQLite {fig(cost['sqlite'], '{:.2f}', ' s')}. `digits stack up` "
+        f"{data['stack_up_seconds']:.0f} s, `down` {data['stack_down_seconds']:.0f} s"
+    )
+
+
+def scale_block(results: dict) -> str:
+    data = results.get("scale")
+    if not data:
+        return f"Measured by `benchmarks/scale.py`: {NOT_YET}."
+    return f"Measured: {data['setup']} Wall seconds (min / median / max): {scale_text(data)}."
+
+
+def scale_figure(data: dict) -> str:
+    return scale_text(data) + " (see [Team scale](#team-scale))"
+
+
 # (results file, what, command, figure) per row of the Benchmarks table.
 BENCHMARKS = [
     (
@@ -243,6 +268,11 @@ BENCHMARKS = [
         "a 4-job sweep, 1 job at a time / joblib with 2",
         sweep_parallel_figure,
     ),
+    (
+        "scale",
+        "an 8-job sweep on the stack (PostgreSQL server): basic / joblib / Ray",
+        scale_figure,
+    ),
 ]
 
 
@@ -264,6 +294,7 @@ BLOCKS = {
     "results": results_block,
     "mlp_vs_cnn": mlp_vs_cnn_block,
     "sweep_parallel": sweep_parallel_block,
+    "scale": scale_block,
     "benchmarks": benchmarks_block,
 }
 

@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 
-from common import env, rounds, save, show, spread, store_runs, table
+from common import env, rounds, save, show, store_runs, table, variant_rows
 
 # name -> (label, extra overrides). `basic` is the reference every other is divided by.
 VARIANTS = {
@@ -92,19 +92,7 @@ def main() -> None:
         finished[name].append(done)
         print(f"round {i + 1}: {label:55s} {wall:7.1f} s  {done}/{JOBS} jobs", flush=True)
 
-    rows = []
-    for name in chosen:
-        # Per round: the rounds ran minutes apart, and this machine's speed drifts.
-        ratios = [b / s for b, s in zip(seconds["basic"], seconds[name])]
-        rows.append(
-            {
-                "variant": VARIANTS[name][0],
-                "name": name,
-                "wall_seconds": spread(seconds[name], 1),
-                "speedup": spread(ratios, 2),
-                "finished_jobs": finished[name],
-            }
-        )
+    rows = variant_rows({name: VARIANTS[name][0] for name in chosen}, seconds, finished)
     setup = (
         f"`benchmarks/sweep_parallel.py --train-limit {args.train_limit} --epochs "
         f"{args.epochs} --repeat {args.repeat}`: {JOBS} jobs (mlp,cnn x adam,sgd), "

@@ -6,6 +6,7 @@
     digits promote --experiment mlp-vs-cnn --filter "tags.model = 'cnn'" --dry-run
     digits predict --model models:/mnist-digit-classifier@champion digit.png more/*.png
     digits export --model models:/mnist-digit-classifier@champion --out cnn_best_model.h5
+    digits stack up --dir .stack           # PostgreSQL + mlflow server + Ray head, local
 
 Tracking URI as for training: --tracking-uri, else $MLFLOW_TRACKING_URI, else
 sqlite:///mlflow.db in the current directory.
@@ -100,6 +101,31 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--model", required=True, metavar="URI")
     export.add_argument("--out", required=True, type=Path, metavar="FILE")
     export.set_defaults(handler=_export)
+
+    stack = commands.add_parser(
+        "stack",
+        help="a local team stack on 127.0.0.1: PostgreSQL, mlflow server, Ray head",
+        description="A local team stack on 127.0.0.1: PostgreSQL, an mlflow server "
+        "(artifacts proxied into DIR/artifacts) and a Ray head. Everything stays in DIR.",
+    )
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument(
+        "--dir", type=Path, default=Path(".stack"), help="the stack's folder (default .stack)"
+    )
+    actions = stack.add_subparsers(dest="action", required=True)
+    up = actions.add_parser("up", parents=[where], help="start what is not running")
+    up.add_argument("--no-ray", action="store_true", help="PostgreSQL and mlflow only")
+    up.add_argument("--num-cpus", type=int, metavar="N", help="Ray's CPUs (default: all)")
+    actions.add_parser("down", parents=[where], help="stop it all; the data stays")
+    status_help = (
+        "each component: up/down, port, pid, data folder; "
+        "exit status 0 if all are up, 3 if any is down"
+    )
+    actions.add_parser("status", parents=[where], help=status_help, description=status_help)
+    actions.add_parser(
+        "env", parents=[where], help='shell exports for clients: eval "$(digits stack env)"'
+    )
+    stack.set_defaults(handler=_stack)
     return parser
 
 
@@ -226,6 +252,31 @@ def _export(args) -> int:
         _client(args)
     out = export(load_model(args.model), args.out)
     print(f"wrote {out}")
+    return 0
+
+
+def _stack(args) -> int:
+    import shlex
+
+    from digit_experiments.stack import Stack
+
+    stack = Stack(args.dir, echo=print)
+    if args.action == "up":
+        if args.num_cpus is not None and args.num_cpus < 1:
+            raise CliError(f"--num-cpus must be >= 1, got {args.num_cpus}")
+        stack.up(ray=not args.no_ray, num_cpus=args.num_cpus)
+    elif args.action == "down":
+        stack.down()
+    elif args.action == "env":
+        for name, value in stack.env().items():
+            print(f"export {name}={shlex.quote(value)}")
+    else:
+        components = stack.status()
+        if not stack.started:
+            print(f"no stack in {stack.folder} yet: digits stack up --dir {args.dir}")
+        for component in components:
+            print(component.line())
+        return 0 if all(c.up for c in components) else 3
     return 0
 
 

@@ -50,3 +50,20 @@ class TrainingDiverged(DigitsError, RuntimeError):
 class Terminated(KeyboardInterrupt):
     """SIGTERM (a scheduler or `kill` stopping the run), raised like Ctrl-C so that the run
     ends KILLED with its checkpoint and curves so far logged."""
+
+
+class JobLost(DigitsError):
+    """A sweep's job ended without a result: the worker running it died (killed, out of
+    memory, its node gone)."""
+
+
+class ResumeError(DigitsError):
+    """trainer.resume names a run that cannot be continued with this config."""
+
+
+class TrackingDenied(TrackingUnavailable):
+    """The tracking server answers but refuses these credentials (or has none)."""
+
+
+class StackError(DigitsError):
+    """The local team stack (`digits stack`) cannot be started, reached or stopped."""

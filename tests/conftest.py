@@ -20,11 +20,13 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from digit_experiments.app.help import CONF_DIR, register_resolver
+from digit_experiments.app.help import CONF_DIR
+from digit_experiments.app.resolvers import register_resolvers
 from digit_experiments.core.config import register_configs
+from digit_experiments.errors import DigitsError
 
 register_configs()  # the schemas conf/ names, as the entry point registers them
-register_resolver()
+register_resolvers()
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["data.train_limit=2000", "data.test_limit=500", "trainer.epochs=1"]
 
@@ -141,7 +143,7 @@ def mlflow_process(*args: str, cwd: Path, timeout: float = 90, env: dict | None 
     process = subprocess.Popen(
         [str(mlflow_bin), *args, "--host", "127.0.0.1", "--port", str(port)],
         cwd=cwd,
-        env=clean_env(),
+        env={**clean_env(), **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -167,3 +169,35 @@ def mlflow_process(*args: str, cwd: Path, timeout: float = 90, env: dict | None 
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def require_system(binary: str, package: str, what: str | None = None, also_in=()) -> None:
+    """Skip the test, with one line naming what to install, when a system program is
+    missing (`binary` on the PATH or in one of the folders `also_in`); under CI=true fail
+    instead: CI installs it (.ci/system-packages), so a skip there would hide a gap."""
+    import shutil
+
+    if shutil.which(binary) or any((Path(folder) / binary).exists() for folder in also_in):
+        return
+    message = f"needs {what or binary}: apt-get install {package}"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{message} (CI=true: installed by .ci/system-packages)", pytrace=False)
+    pytest.skip(message)
+
+
+def needs_postgres() -> None:
+    from digit_experiments.stack import postgres
+
+    try:
+        postgres.bin_dir()
+    except DigitsError:  # StackError: no server binaries
+        require_system("initdb", "postgresql", "PostgreSQL server binaries")
+
+
+def stack_folder() -> Path:
+    """A fresh folder for a stack, directly under /tmp: PostgreSQL, run as `postgres`
+    when we are root, must reach it (pytest's tmp_path sits under a root-only folder),
+    and Ray's socket paths stay short."""
+    folder = Path(tempfile.mkdtemp(prefix="stack-", dir="/tmp"))
+    folder.chmod(0o755)  # mkdtemp's 0700 would keep `postgres` out
+    return folder

@@ -13,7 +13,7 @@ import pytest
 
 from digit_experiments.app.help import CONF_DIR
 
-from .conftest import clean_env
+from .conftest import clean_env, needs_postgres
 
 ROOT = CONF_DIR.parent
 BENCHMARKS = ROOT / "benchmarks"
@@ -103,6 +103,16 @@ def generate(readme, results, *flags: str):
             ),
         ),
         (
+            "scale.py",
+            ["--train-limit", "500", "--epochs", "1", "--repeat", "1", "--run-repeat", "1"],
+            lambda r: (
+                [row["name"] for row in r["rows"]] == ["basic", "joblib", "ray"]
+                and all(row["finished_jobs"] == [8] for row in r["rows"])
+                and all(spread_of(row["wall_seconds"], 1) for row in r["rows"])
+                and all(spread_of(c, 1) for c in r["tracking_cost_seconds"].values())
+            ),
+        ),
+        (
             "inference.py",
             ["--requests", "4", "--repeat", "1", "--train-limit", "1000"],
             lambda r: (
@@ -114,7 +124,9 @@ def generate(readme, results, *flags: str):
     ],
 )
 def test_benchmark_runs_and_writes_its_figures(tmp_path, script, args, check):
-    result = run_benchmark(script, args, tmp_path)
+    if script == "scale.py":
+        needs_postgres()  # it runs on a `digits stack`
+    result = run_benchmark(script, args, tmp_path, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     name = script.removesuffix(".py")
     figures = json.loads((tmp_path / f"{name}.json").read_text())

@@ -61,7 +61,10 @@ def test_mlflow_ui_started_in_the_project_shows_the_runs(project):
         listing = json.loads(
             http(f"{base}/api/2.0/mlflow/artifacts/list?run_id={run_id}&path=checkpoints")
         )
-        assert [f["path"] for f in listing["files"]] == ["checkpoints/mlp_best_model.h5"]
+        assert [f["path"] for f in listing["files"]] == [
+            "checkpoints/mlp_best_model.h5",
+            "checkpoints/state",
+        ]
         png = http(f"{base}/get-artifact?path=plots/learning_curves.png&run_uuid={run_id}")
         assert png.startswith(b"\x89PNG")
 

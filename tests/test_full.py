@@ -70,5 +70,8 @@ def test_mlp_vs_cnn_preset_on_full_mnist_seen_through_a_real_server(tmp_path):
                     f"run_id={run['info']['run_id']}&path=checkpoints"
                 )
             )
-            assert [f["path"] for f in listing["files"]] == [f"checkpoints/{model}_best_model.h5"]
+            assert [f["path"] for f in listing["files"]] == [
+                f"checkpoints/{model}_best_model.h5",
+                "checkpoints/state",  # the state after the last epoch (trainer.resume)
+            ]
         assert accuracy["mlp"] >= 0.975 and accuracy["cnn"] >= 0.990

@@ -185,13 +185,13 @@ import json, sys
 from digit_experiments.core import models
 models.__path__.append(sys.argv[1])  # where the new module is
 from hydra import compose, initialize_config_dir
-from digit_experiments.app.help import register_resolver
+from digit_experiments.app.resolvers import register_resolvers
 from digit_experiments.app.run import train
 from digit_experiments.core.config import register_configs, validate
 from digit_experiments.errors import ConfigError
 
 register_configs()
-register_resolver()
+register_resolvers()
 small = ["data.train_limit=2000", "data.test_limit=200", "trainer.epochs=2"]
 with initialize_config_dir(sys.argv[2], version_base="1.3"):
     cfg = compose("config", overrides=["model=tiny", "model.units=32", *small, sys.argv[3]])

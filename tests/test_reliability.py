@@ -260,8 +260,13 @@ def test_a_failing_sweep_jobs_traceback_is_masked_on_the_console(tmp_path):
     assert "Error executing job" in console  # ... as Hydra printed it
     assert "s3cret" not in console
     client, runs = _runs(f"sqlite:///{tmp_path}/mlflow.db")
-    (parent,) = runs
+    (parent,) = [r for r in runs if r.data.tags.get("sweep") == "true"]
+    refused = [r for r in runs if r.info.run_id != parent.info.run_id]  # the jobs' records
+    assert [r.info.status for r in refused] == ["FAILED", "FAILED"]
     recorded = str(parent.data.tags) + str(parent.data.params) + parent.info.run_name
+    for job in refused:
+        assert "***@bucket/***/mnist.npz: data file not found" in job.data.tags["error"]
+        recorded += str(job.data.tags) + job.info.run_name
     for _, local in _artifact_texts(client, parent.info.run_id):
         recorded += Path(local).read_text()
     assert "data.path=s3://***@bucket/***/mnist.npz" in recorded

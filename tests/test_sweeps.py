@@ -9,6 +9,7 @@ import csv
 import io
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -66,7 +67,7 @@ def test_a_sweep_is_one_parent_with_a_child_per_job(tmp_path):
     for child in children:
         name = child.data.tags["model"]
         files = [f.path for f in client.list_artifacts(child.info.run_id, "checkpoints")]
-        assert files == [f"checkpoints/{name}_best_model.h5"]
+        assert files == [f"checkpoints/{name}_best_model.h5", "checkpoints/state"]
 
     rows = _table(client, parent)
     assert [r["status"] for r in rows] == ["FINISHED", "FINISHED"]
@@ -99,7 +100,8 @@ def test_a_sweep_is_one_parent_with_a_child_per_job(tmp_path):
 
 def test_a_failed_job_is_recorded_and_does_not_lose_the_sweep(tmp_path):
     # Job 0 works; job 2 fails inside its run (it diverges: the NaN guard stops it); jobs
-    # 1 and 3 are refused before they can open a run (epochs=0).
+    # 1 and 3 are refused before they can open a run (epochs=0): each job records its
+    # own outcome in MLflow, the refused ones as FAILED runs saying why.
     result = _sweep(
         tmp_path,
         "model=mlp",
@@ -113,12 +115,16 @@ def test_a_failed_job_is_recorded_and_does_not_lose_the_sweep(tmp_path):
     assert result.returncode != 0
     client, parent, children = _parent_and_children(tmp_path, "digit-experiments")
     assert parent.info.status == "FAILED"
-    assert [c.info.status for c in children] == ["FINISHED", "FAILED"]
-    assert "training diverged" in children[1].data.tags["error"]
+    assert [c.info.status for c in children] == ["FINISHED", "FAILED", "FAILED", "FAILED"]
+    assert "training diverged" in children[2].data.tags["error"]
+    for refused in (children[1], children[3]):
+        assert "trainer.epochs must be >= 1, got 0" in refused.data.tags["error"]
+        assert "trainer.epochs=0" in refused.data.tags["overrides"]
+        assert refused.info.run_name == f"job #{refused.data.tags['hydra_job_num']} (refused)"
     rows = _table(client, parent)
     assert [r["status"] for r in rows] == ["FINISHED", "FAILED", "FAILED", "FAILED"]
-    assert rows[1]["run_id"] == "" and "trainer.epochs=0" in rows[1]["overrides"]
-    assert rows[2]["run_id"] == children[1].info.run_id
+    # Every row comes from a run: nothing needed the jobs' folders on the driver's disk.
+    assert [r["run_id"] for r in rows] == [c.info.run_id for c in children]
     assert parent.data.tags["failed_jobs"] == "1, 2, 3"
     assert parent.data.params["best_run_id"] == children[0].info.run_id
 
@@ -145,6 +151,23 @@ def test_joblib_runs_two_jobs_at_a_time_on_sqlite_and_loses_none(tmp_path):
         ("cnn", "adam"),
         ("cnn", "sgd"),
     }
+
+
+def test_submitit_local_runs_each_job_as_a_slurm_job_would_run(tmp_path):
+    # hydra/launcher=submitit_local: the SLURM path without a SLURM cluster. Each job is
+    # a submitit process that gets its store and parent run as config values, and the
+    # CPUs the launcher reserved for it (cpus_per_task: 1 here) as TensorFlow's threads.
+    result = _sweep(tmp_path, "hydra/launcher=submitit_local", "model=mlp,cnn", *QUICK)
+    assert "validated against ConfigStore schema" not in result.stderr
+    client, parent, children = _parent_and_children(tmp_path, "digit-experiments")
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["launcher"].endswith("submitit_launcher.LocalLauncher")
+    assert [c.data.tags["model"] for c in children] == ["mlp", "cnn"]
+    assert all(c.info.status == "FINISHED" for c in children)
+    for child in children:
+        log_text = client.download_artifacts(child.info.run_id, "logs/train.log", str(tmp_path))
+        assert "TensorFlow limited to 1 threads" in Path(log_text).read_text()
+    assert list((tmp_path / "multirun").glob("*/*/.submitit/*"))  # submitit ran them
 
 
 def test_optuna_trials_are_children_and_the_parent_has_the_best_parameters(tmp_path):

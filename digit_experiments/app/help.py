@@ -28,11 +28,6 @@ def options(group: str) -> str:
     return textwrap.fill(", ".join(names), width=WIDTH - INDENT, subsequent_indent=" " * INDENT)
 
 
-def register_resolver() -> None:
-    if not OmegaConf.has_resolver("digits.options"):
-        OmegaConf.register_new_resolver("digits.options", options)
-
-
 def fast_help(argv: list[str]) -> bool:
     """`--help` [overrides...] rendered as Hydra renders it, without listing every config
     group; anything else (other flags, a bad override) goes to Hydra. Returns whether it

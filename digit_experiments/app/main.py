@@ -15,28 +15,40 @@ once.
 from __future__ import annotations
 
 import sys
+import warnings
 
 import hydra
 from omegaconf import DictConfig
 
-from digit_experiments.app.help import CONF_DIR, fast_help, register_resolver
+from digit_experiments.app.help import CONF_DIR, fast_help
+from digit_experiments.app.resolvers import register_resolvers
 from digit_experiments.app.runtime import hydra_runtime
 from digit_experiments.core.config import register_configs, validate
 from digit_experiments.errors import ConfigError, DigitsError, Terminated, TrainingDiverged
 from digit_experiments.tracking.redaction import redact, redact_console, redact_logs
 
 register_configs()
-register_resolver()
+register_resolvers()
+# conf/hydra/launcher/{ray,submitit_local,submitit_slurm}.yaml set the plugins' launchers
+# up for this project under the plugins' own names (what users type), so Hydra checks
+# each file against the plugin's schema of the same name, as wanted, and warns that this
+# matching is deprecated: nothing a user can act on.
+warnings.filterwarnings(
+    "ignore",
+    message=r"\s*'hydra/launcher/(ray|submitit_local|submitit_slurm)' is validated against",
+    category=UserWarning,
+)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> float:
     """Hydra entry point; returns the best validation accuracy (for sweepers)."""
-    from digit_experiments.app.run import train
+    from digit_experiments.app.run import record_refused, train
 
     try:
         validate(cfg)
     except ConfigError as e:
+        record_refused(cfg, e)  # in a sweep: a FAILED child run says why
         _refuse(e, exit_code=2)
     try:
         return train(cfg)["best_val_accuracy"]

@@ -13,6 +13,7 @@ import hashlib
 import importlib
 import logging
 import os
+import platform
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,8 +23,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from digit_experiments.app.runtime import Runtime, hydra_runtime
 from digit_experiments.core.config import Config, validate
+from digit_experiments.errors import (
+    DigitsError,
+    ParentRunMissing,
+    TrackingUnavailable,
+)
 from digit_experiments.reporting.compare import shown_overrides
-from digit_experiments.tracking import store
+from digit_experiments.tracking import resume, store
 from digit_experiments.tracking.redaction import redact, redact_logs
 from digit_experiments.tracking.runlog import flatten
 
@@ -43,6 +49,48 @@ def train(cfg: DictConfig, output_dir: Path | None = None) -> dict[str, float]:
     `output_dir` holds the checkpoint and Hydra's files; under Hydra it is the job's
     output directory, otherwise a new temporary directory.
     """
+    try:
+        return _train(cfg, output_dir)
+    except DigitsError as e:
+        if getattr(e, "run_id", None) is None:
+            record_refused(cfg, e)
+        raise
+
+
+def record_refused(cfg: DictConfig, error: BaseException) -> None:
+    """A sweep's job refused before its run was opened (a bad value, bad data, a run it
+    cannot resume) is recorded by the job itself, as a FAILED child run carrying the
+    error: the sweep's comparison reads MLflow, and the driver may not share a disk with
+    the worker that ran the job. Outside sweeps, or when the store itself is the
+    problem, nothing is recorded (the user sees the error)."""
+    runtime = hydra_runtime()
+    parent = OmegaConf.select(cfg, "tracking.parent_run_id", default=None)
+    if not (runtime and runtime.multirun and parent):
+        return
+    if isinstance(error, (TrackingUnavailable, ParentRunMissing)):
+        return
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    try:
+        uri = store.resolve_tracking_uri(OmegaConf.select(cfg, "tracking.uri"), runtime.cwd)
+        client = store.client(uri)
+        experiment_id = client.get_run(str(parent)).info.experiment_id
+        tags = {
+            MLFLOW_PARENT_RUN_ID: str(parent),
+            "hydra_job_num": str(runtime.job_num),
+            "job_dir": str(runtime.output_dir),
+            "overrides": redact(shown_overrides(runtime.overrides)),
+            "error": redact(f"{type(error).__name__}: {error}")[:5000],
+        }
+        run = client.create_run(
+            experiment_id, tags=tags, run_name=f"job #{runtime.job_num} (refused)"
+        )
+        client.set_terminated(run.info.run_id, "FAILED")
+    except Exception as e:  # noqa: BLE001 - the job's own error is what matters
+        log.warning("could not record the refused job in MLflow: %s", redact(str(e))[:300])
+
+
+def _train(cfg: DictConfig, output_dir: Path | None) -> dict[str, float]:
     conf = validate(cfg)
     runtime = hydra_runtime()
     root = runtime.cwd if runtime else Path.cwd()
@@ -53,7 +101,10 @@ def train(cfg: DictConfig, output_dir: Path | None = None) -> dict[str, float]:
     redact_logs()
 
     uri = store.resolve_tracking_uri(conf.tracking.uri, root)
-    store.check_reachable(uri)  # an absent server is refused in seconds, not after training
+    # An absent server, or one that refuses our credentials, is refused in seconds, not
+    # after training.
+    store.check_reachable(uri)
+    store.check_credentials(uri)
     parent = conf.tracking.parent_run_id
     if runtime and runtime.multirun and not parent:
         log.warning(
@@ -82,8 +133,11 @@ def _tracked(cfg, conf: Config, runtime: Runtime | None, uri, root, output_dir, 
     from digit_experiments.reporting import plots
     from digit_experiments.tracking import lifecycle, provenance
 
+    # trainer.threads, else what the launcher reserved for the job (Ray), else the cores
+    # shared between the jobs that run at once (joblib), else TensorFlow's default.
+    reserved = runtime.cpus if runtime else None
     parallel = runtime.parallel_jobs if runtime else 1
-    training.limit_threads(conf.trainer.threads or training.fair_share(parallel))
+    training.limit_threads(conf.trainer.threads or reserved or training.fair_share(parallel))
     store.connect(uri)
     # A sweep's job nests under the sweep's run; a run started inside the caller's own
     # active MLflow run (a notebook's) nests under that one, in its experiment.
@@ -98,12 +152,23 @@ def _tracked(cfg, conf: Config, runtime: Runtime | None, uri, root, output_dir, 
         "regularization": conf.regularization.name,
         "overrides": shown_overrides(runtime.overrides) if runtime else "",
         **provenance.tags(),  # the code's commit and library versions, to reproduce it
+        # Where it ran: on a cluster, the machine and process to look at.
+        "host": platform.node(),
+        "pid": str(os.getpid()),
     }
     name = run_name(conf)
     if runtime and runtime.multirun:
         # The sweep's comparison matches jobs to runs by these.
         tags.update(hydra_job_num=str(runtime.job_num), job_dir=str(output_dir))
         name = f"{name} #{runtime.job_num}"
+    params = flatten(OmegaConf.to_container(cfg, resolve=True))
+    tags[resume.HASH_TAG] = resume.config_hash(params)
+    client = store.client(uri)
+    if conf.tracking.skip_finished:
+        done = resume.find_finished(client, [experiment_id], tags[resume.HASH_TAG])
+        if done is not None:
+            return _reuse(client, done, experiment_id, name, tags, parent)
+    state = _resume_state(client, conf, experiment_id, tags[resume.HASH_TAG], params, output_dir)
     with lifecycle.tracked_run(
         uri,
         experiment_id,
@@ -112,29 +177,77 @@ def _tracked(cfg, conf: Config, runtime: Runtime | None, uri, root, output_dir, 
         output_dir,
         parent_run_id=parent,
         curves_figure=plots.learning_curves,
+        system_metrics=conf.tracking.system_metrics and conf.tracking.system_metrics_interval,
+        resume_run_id=state.run_id if state else None,
     ) as record:
         log.info("MLflow run %s in %s (experiment %s)", record.run_id, redact(uri), experiment_id)
-        resolved = OmegaConf.to_container(cfg, resolve=True)
-        record.params(flatten(resolved))
+        if state is None:
+            record.params(params)
+        else:
+            # Its params are logged already (the same config: the hash says so).
+            log.info("resuming run %s after epoch %d", state.run_id, state.epoch)
+            record.tags({"resumed_after_epoch": state.epoch})
         record.text(OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml")
         for hydra_file in sorted((output_dir / ".hydra").glob("*.yaml")):
             record.text(hydra_file.read_text(), f"config/.hydra/{hydra_file.name}")
-        metrics = fit_and_evaluate(conf, record, output_dir, splits)
+        metrics = fit_and_evaluate(conf, record, output_dir, splits, state)
         for job_log in output_dir.glob("*.log"):
             record.text(job_log.read_text(errors="replace"), f"logs/{job_log.name}")
         return metrics
 
 
-def fit_and_evaluate(conf: Config, record, output_dir: Path, splits) -> dict[str, float]:
-    """The steps of a run, in order: seed, data, model, fit, evaluate, report."""
+def _resume_state(client, conf: Config, experiment_id, hash_, params, output_dir):
+    """The state to continue from (trainer.resume), downloaded; None: a new run."""
+    if not conf.trainer.resume:
+        return None
+    if conf.trainer.resume == "auto":
+        run = resume.find_unfinished(client, [experiment_id], hash_)
+        if run is None:
+            log.info("trainer.resume=auto: no interrupted run with this config; a new run")
+            return None
+    else:
+        run = resume.check_resumable(client, conf.trainer.resume, hash_, params)
+    return resume.download(client, run, output_dir / "resumed")
+
+
+def _reuse(client, done, experiment_id, name, tags, parent) -> dict[str, float]:
+    """tracking.skip_finished: the job's config already FINISHED as run `done`. In a
+    sweep, a child run stands for it in the new sweep (tagged `reused_run_id`, with the
+    earlier run's final metrics) so the comparison stays whole; nothing is trained."""
+    from mlflow.entities import Metric, RunTag
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    done_id = done.info.run_id
+    log.info("skipped: this config already FINISHED as run %s (tracking.skip_finished)", done_id)
+    if parent:
+        tags = {**tags, "reused_run_id": done_id, MLFLOW_PARENT_RUN_ID: parent}
+        run = client.create_run(experiment_id, run_name=f"{name} (reused)")
+        now = int(time.time() * 1000)
+        client.log_batch(
+            run.info.run_id,
+            metrics=[Metric(k, v, now, 0) for k, v in done.data.metrics.items()],
+            tags=[RunTag(k, redact(str(v))) for k, v in tags.items()],
+        )
+        client.set_terminated(run.info.run_id, "FINISHED")
+    return dict(done.data.metrics)
+
+
+def fit_and_evaluate(
+    conf: Config, record, output_dir: Path, splits, state=None
+) -> dict[str, float]:
+    """The steps of a run, in order: seed, data, model, fit, evaluate, report. `state`:
+    a resumed run's (tracking.resume.State), training continues after its epoch."""
+    import shutil
+
     import numpy as np
 
     from digit_experiments.core import evaluate, models, pipeline, training
     from digit_experiments.reporting import plots
-    from digit_experiments.tracking.callback import EpochMetrics
+    from digit_experiments.tracking.callback import EpochMetrics, SaveState
 
     training.seed_everything(conf.trainer.seed, conf.trainer.deterministic)
-    _log_datasets(record, splits)
+    if state is None:
+        _log_datasets(record, splits)
     log.info("data: %s from %s", splits.sizes(), splits.source)
 
     model = models.build_model(
@@ -151,16 +264,35 @@ def fit_and_evaluate(conf: Config, record, output_dir: Path, splits) -> dict[str
     record.text(models.summary_text(model), "reports/model_summary.txt")
 
     record.checkpoint = output_dir / f"{conf.model.name}_best_model.h5"
+    last_state = output_dir / resume.WEIGHTS if conf.trainer.checkpoint.save_last else None
+    tracking = [EpochMetrics(record)] + ([SaveState(record, last_state)] if last_state else [])
+    done, best_so_far = 0, None
+    if state is not None:
+        # Weights and optimizer variables (its step count: schedules go on where they
+        # were), the best checkpoint and the history: epochs continue from state.epoch.
+        model.optimizer.build(model.trainable_variables)
+        model.load_weights(state.weights)
+        if state.best_checkpoint is not None:
+            shutil.copyfile(state.best_checkpoint, record.checkpoint)
+        record.history.update(state.history)
+        done = state.epoch
+        monitored = state.history.get(conf.trainer.checkpoint.monitor)
+        if monitored:
+            best_so_far = (min if "loss" in conf.trainer.checkpoint.monitor else max)(monitored)
     one_hot = np.eye(splits.num_classes, dtype=np.float32)
     started = time.perf_counter()
     history = model.fit(
         **pipeline.fit_inputs(splits, one_hot, conf.trainer),
         epochs=conf.trainer.epochs,
-        callbacks=training.callbacks(conf, record.checkpoint, tracking=[EpochMetrics(record)]),
+        initial_epoch=done,
+        callbacks=training.callbacks(
+            conf, record.checkpoint, tracking, last_state=last_state, best_so_far=best_so_far
+        ),
         verbose=conf.trainer.verbose,
     )
     train_seconds = time.perf_counter() - started
-    epochs_run = len(history.history["loss"])
+    epochs_now = len(history.history.get("loss", []))  # this session's (resumed: the rest)
+    epochs_run = done + epochs_now
     # Epochs a tracking server missed while it was away: sent now, waiting for it to come
     # back if it has to (tracking.reconnect_timeout), before the rest is logged.
     record.send_backlog(wait=conf.tracking.reconnect_timeout)
@@ -180,7 +312,7 @@ def fit_and_evaluate(conf: Config, record, output_dir: Path, splits) -> dict[str
     metrics.update(
         test_loss=test_loss,
         train_seconds=train_seconds,
-        train_images_per_second=len(splits.y_train) * epochs_run / train_seconds,
+        train_images_per_second=len(splits.y_train) * epochs_now / max(train_seconds, 1e-9),
         epochs_trained=epochs_run,
         best_epoch=int(max(range(len(val_accuracy)), key=val_accuracy.__getitem__)) + 1,
         best_val_accuracy=max(val_accuracy),

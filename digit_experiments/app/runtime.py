@@ -16,6 +16,8 @@ class Runtime:
     multirun: bool
     job_num: int
     parallel_jobs: int  # jobs the launcher runs at once (joblib's n_jobs)
+    # CPUs the launcher reserved for this job: Ray's num_cpus, submitit's cpus_per_task.
+    cpus: int | None = None
 
 
 def hydra_runtime() -> Runtime | None:
@@ -32,4 +34,6 @@ def hydra_runtime() -> Runtime | None:
         multirun=hc.mode == RunMode.MULTIRUN,
         job_num=hc.job.num if hc.job.get("num") is not None else 0,
         parallel_jobs=int(OmegaConf.select(hc, "launcher.n_jobs", default=1) or 1),
+        cpus=OmegaConf.select(hc, "launcher.ray.remote.num_cpus", default=None)
+        or OmegaConf.select(hc, "launcher.cpus_per_task", default=None),
     )

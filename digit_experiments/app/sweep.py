@@ -6,9 +6,10 @@ user started: the parent run is opened there and the experiment is created once
 (parallel creation races on SQLite). The parent's id is then passed to every job as a
 value, the override `tracking.parent_run_id=...` added to the sweep's task overrides:
 each job's config carries it, whichever launcher runs the job and wherever (a worker
-process, another machine), and a job whose store does not have that run says so instead
-of becoming a top-level run. The tracking URI goes to the jobs through the environment
-(MLFLOW_TRACKING_URI), as MLflow itself reads it.
+process, a Ray node that does not inherit the driver's environment), and a job whose
+store does not have that run says so instead of becoming a top-level run. The tracking
+URI goes along the same way (`tracking.uri=...`, as resolved here), so every job logs to
+the store the parent is in.
 
 When the sweep ends (or dies: Hydra's sweepers raise after a batch in which a job failed,
 and then `on_multirun_end` is never called), `finish_parent` compares the children and
@@ -18,8 +19,10 @@ closes the parent: FINISHED if every job finished, FAILED otherwise.
 from __future__ import annotations
 
 import atexit
+import importlib
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,11 @@ from digit_experiments.tracking.redaction import redact, redact_logs
 log = logging.getLogger(__name__)
 
 PARENT_OVERRIDE = "tracking.parent_run_id"
+URI_OVERRIDE = "tracking.uri"
+LOST_JOB = (
+    "lost: the job's process died before it could end its run (a worker killed, out of "
+    "memory, a node gone); trainer.resume=auto continues it from its last checkpoint"
+)
 
 
 class MlflowSweepCallback(Callback):
@@ -47,6 +55,11 @@ class MlflowSweepCallback(Callback):
 
         from digit_experiments.tracking import lifecycle, provenance
 
+        # What closing the parent needs, imported now: when a sweep dies, the parent is
+        # closed at exit, and at exit an import that registers its own exit hook (scikit-
+        # learn's, through joblib) fails, which would leave the parent RUNNING.
+        importlib.import_module("digit_experiments.reporting.plots")
+        importlib.import_module("digit_experiments.reporting.compare")
         redact_logs()  # Hydra logs every job's overrides, tracking.uri included
         root = Path.cwd()
         self.uri = store.resolve_tracking_uri(config.tracking.uri, root)
@@ -82,10 +95,16 @@ class MlflowSweepCallback(Callback):
             tags["mlflow.runName"] = name
             run = client.create_run(experiment_id, tags=context.resolve_tags(tags), run_name=name)
             self.parent_id = run.info.run_id
-        # Every job gets the parent as a config value (quoted: an id of digits only
-        # must stay a string), and logs to the same store.
+        # Every job gets the parent and the store as config values (quoted: an id of
+        # digits only must stay a string); a tracking.uri the user typed is replaced by
+        # the same URI, resolved.
         with read_write(config.hydra.overrides), open_dict(config.hydra.overrides):
-            config.hydra.overrides.task.append(f"{PARENT_OVERRIDE}='{self.parent_id}'")
+            task = config.hydra.overrides.task
+            kept = [o for o in task if not o.lstrip("+~").startswith(f"{URI_OVERRIDE}=")]
+            task.clear()
+            task.extend(kept)
+            task.append(f"{URI_OVERRIDE}={quoted(self.uri)}")
+            task.append(f"{PARENT_OVERRIDE}={quoted(self.parent_id)}")
         os.environ["MLFLOW_TRACKING_URI"] = self.uri
         atexit.register(self._finish_if_open)
         log.info("sweep: MLflow parent run %s (%s)", self.parent_id, name)
@@ -98,6 +117,14 @@ class MlflowSweepCallback(Callback):
             return
         parent_id, self.parent_id = self.parent_id, None
         finish_parent(self.uri, parent_id, self.sweep_dir)
+
+
+def quoted(value: str) -> str:
+    """`value` as a quoted Hydra override value. Hydra's grammar: inside quotes, a quote
+    is escaped, and so are the backslashes before a quote or at the end."""
+    value = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)
+    value = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, value)
+    return f"'{value}'"
 
 
 def sweep_name(overrides: list[str]) -> str:
@@ -117,6 +144,7 @@ def finish_parent(uri: str, parent_id: str, sweep_dir: Path | None) -> str:
     status = "FAILED"
     try:
         parent = client.get_run(parent_id)
+        end_lost_jobs(client, parent)
         rows = compare.sweep_rows(client, parent, sweep_dir)
         failed = [r for r in rows if r["status"] != "FINISHED"]
         status = "FAILED" if failed or not rows else "FINISHED"
@@ -145,6 +173,19 @@ def finish_parent(uri: str, parent_id: str, sweep_dir: Path | None) -> str:
         client.set_terminated(parent_id, status)
     log.info("sweep %s: %d jobs, %d failed -> %s", parent_id, len(rows), len(failed), status)
     return status
+
+
+def end_lost_jobs(client, parent) -> None:
+    """A child still RUNNING when its sweep ends lost its process (a worker killed, out
+    of memory, a node gone) before it could end its run: ended FAILED, saying so."""
+    from digit_experiments.tracking import search
+
+    for run in search.children(client, parent):
+        if run.info.status == "RUNNING":
+            run_id = run.info.run_id
+            log.warning("job run %s was left RUNNING: its process died; ended FAILED", run_id)
+            client.set_tag(run_id, "error", LOST_JOB)
+            client.set_terminated(run_id, "FAILED")
 
 
 def _log_optuna_results(client, parent_id: str, sweep_dir: Path, rows) -> None:

@@ -134,6 +134,9 @@ class EarlyStoppingConfig:
 class CheckpointConfig:
     # The best model so far is written as <model>_best_model.h5 in the run's output dir.
     monitor: str = spec("val_accuracy", choices=MONITORS)
+    # After every epoch, the state (weights, optimizer variables, history) goes to the
+    # run's artifacts, so that an interrupted run can be resumed (trainer.resume).
+    save_last: bool = True
 
 
 @dataclass
@@ -174,6 +177,10 @@ class TrainerConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    # Continue an interrupted run, in the same MLflow run, from its last epoch: a run id,
+    # or `auto`: the latest FAILED/KILLED run with this same config, if any (for sweeps
+    # launched again; a job with nothing to resume starts a new run).
+    resume: str | None = None
 
 
 # --- tracking -------------------------------------------------------------------------
@@ -194,6 +201,13 @@ class TrackingConfig:
     # A tracking server that went away mid-run: how long the end of the run waits for it
     # to come back, to send the epochs it missed, before giving up (seconds).
     reconnect_timeout: float = spec(60.0, ge=0.0)
+    # CPU, memory, disk, network (and GPU when there is one) as system/* metrics, with
+    # MLflow's system-metrics monitor: one sample every system_metrics_interval seconds.
+    system_metrics: bool = True
+    system_metrics_interval: float = spec(10.0, gt=0.0)
+    # A job whose config already FINISHED in this experiment is not trained again: its
+    # earlier run stands for it (a sweep launched again after some jobs failed).
+    skip_finished: bool = False
 
 
 @dataclass

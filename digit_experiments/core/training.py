@@ -94,17 +94,31 @@ def quiet_legacy_h5_warning() -> None:
         logger.addFilter(_QuietLegacyH5())
 
 
-def callbacks(conf: Config, checkpoint: Path, tracking: list = ()) -> list:
-    """Checkpoint (best epoch, .h5), the `tracking` callbacks, the NaN guard (after them,
-    so that the diverged epoch is still on the curves), the schedule's, early stopping."""
+def callbacks(
+    conf: Config,
+    checkpoint: Path,
+    tracking: list = (),
+    last_state: Path | None = None,
+    best_so_far: float | None = None,
+) -> list:
+    """Checkpoints (best epoch, .h5; and the state after every epoch: weights and the
+    optimizer's variables, to `last_state` when given), the `tracking` callbacks, the NaN
+    guard (after them, so that the diverged epoch is still on the curves), the
+    schedule's, early stopping. `best_so_far`: the monitored value to beat, for a
+    resumed run."""
     quiet_legacy_h5_warning()
     stack = [
         keras.callbacks.ModelCheckpoint(
             str(checkpoint),
             monitor=conf.trainer.checkpoint.monitor,
             save_best_only=True,
+            initial_value_threshold=best_so_far,
             verbose=0,
         ),
+    ]
+    if last_state is not None:
+        stack.append(keras.callbacks.ModelCheckpoint(str(last_state), save_weights_only=True))
+    stack += [
         *tracking,
         NanGuard(),
         *schedules.callbacks(conf.trainer.schedule, conf.optimizer.learning_rate),
@@ -117,6 +131,8 @@ def callbacks(conf: Config, checkpoint: Path, tracking: list = ()) -> list:
                 patience=stop.patience,
                 min_delta=stop.min_delta,
                 restore_best_weights=stop.restore_best_weights,
+                # Resumed: epochs that do not beat the run's best so far count as waited.
+                baseline=best_so_far if stop.monitor == conf.trainer.checkpoint.monitor else None,
                 verbose=1,
             )
         )

@@ -31,8 +31,14 @@ COLUMNS = [
     ("seconds", "metrics.train_seconds"),
     ("run_id", "info.run_id"),
 ]
-# Overrides a sweep adds to every job itself: not the user's, so not shown.
-INTERNAL_OVERRIDES = ("tracking.parent_run_id=",)
+# Not what the experiment is: what a sweep passes each job itself (app/sweep.py), and
+# how a job is resumed or skipped. Not shown.
+INTERNAL_OVERRIDES = (
+    "tracking.parent_run_id=",
+    "tracking.uri=",
+    "trainer.resume=",
+    "tracking.skip_finished=",
+)
 
 
 def shown_overrides(overrides: list[str]) -> str:

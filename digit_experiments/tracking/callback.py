@@ -31,3 +31,17 @@ class EpochMetrics(keras.callbacks.Callback):
         metrics["learning_rate"] = current_learning_rate(self.model.optimizer)
         metrics["epoch_seconds"] = time.perf_counter() - self._started
         self.record.epoch(epoch + 1, metrics)
+
+
+class SaveState(keras.callbacks.Callback):
+    """After every epoch (and after the checkpoints are written: it comes after them in
+    the callbacks), send the training state to the run (`record.save_state`), so that an
+    interrupted run can be resumed from any machine."""
+
+    def __init__(self, record, weights):
+        super().__init__()
+        self.record = record
+        self.weights = weights
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.record.save_state(epoch + 1, self.weights)

@@ -38,25 +38,34 @@ def tracked_run(
     output_dir: Path,
     parent_run_id: str | None = None,
     curves_figure: Callable | None = None,
+    system_metrics: float | None = None,
+    resume_run_id: str | None = None,
 ) -> Iterator[RunLog]:
     """Open a run (or take the one `mlflow run` opened); end it FINISHED, FAILED or
     KILLED, salvaging on failure. The run is a child of `parent_run_id` if given (see
-    `enclosing_run_id`), else a top-level run."""
+    `enclosing_run_id`), else a top-level run. `system_metrics`: seconds between
+    samples of MLflow's system metrics (None: none). `resume_run_id`: an ended run to
+    open again (RUNNING) instead of a new one."""
     client = store.client(uri)
     tags = {key: redact(str(value)) for key, value in tags.items()}
-    run_id = _open(client, experiment_id, run_name, tags, parent_run_id)
+    if resume_run_id:
+        run_id = _reopen(client, resume_run_id, run_name, tags, parent_run_id)
+    else:
+        run_id = _open(client, experiment_id, run_name, tags, parent_run_id)
     record = RunLog(client, run_id, output_dir, uri, curves_figure)
     if store.is_http(uri):
         log.info("run page: %s/#/experiments/%s/runs/%s", redact(uri), experiment_id, run_id)
     try:
-        with _sigterm_as_interrupt():
+        with _sigterm_as_interrupt(), _system_metrics(uri, run_id, system_metrics):
             yield record
     except KeyboardInterrupt as e:
         reason = str(e) or "interrupted by the user (Ctrl-C, SIGINT)"
+        e.run_id = run_id  # recorded: nobody else needs to
         _end_failed(record, "KILLED", reason, reason + "\n", e)
         raise
     except BaseException as e:
         reason = f"{type(e).__name__}: {e}"[:5000]
+        e.run_id = run_id
         _end_failed(record, "FAILED", reason, traceback.format_exc(), e)
         raise
     else:
@@ -78,6 +87,20 @@ def _open(client, experiment_id: str, run_name: str, tags: dict, parent_run_id) 
     # The same source, user and git tags `mlflow.start_run` would add.
     run = client.create_run(experiment_id, tags=context.resolve_tags(tags), run_name=run_name)
     return run.info.run_id
+
+
+def _reopen(client, run_id: str, run_name: str, tags: dict, parent_run_id) -> str:
+    """An interrupted run, RUNNING again: its error tag goes, the new tags are set. In a
+    sweep launched again, the run moves under the new sweep's parent run."""
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+    if parent_run_id is not None:
+        tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
+    if "error" in client.get_run(run_id).data.tags:
+        client.delete_tag(run_id, "error")
+    client.update_run(run_id, status="RUNNING")
+    client.log_batch(run_id, tags=_run_tags({**tags, MLFLOW_RUN_NAME: run_name}))
+    return run_id
 
 
 def enclosing_run_id() -> str | None:
@@ -133,6 +156,28 @@ def _terminate(record: RunLog, status: str) -> None:
                 f"are kept in {record.local_metrics}"
             ) from e
         raise
+
+
+@contextmanager
+def _system_metrics(uri: str, run_id: str, interval: float | None) -> Iterator[None]:
+    """MLflow's system-metrics monitor on this run while it trains (a thread sampling
+    CPU, memory, disk, network and any GPU); stopped, and its last samples sent, before
+    the run is ended. A run resumed later continues its steps."""
+    if not interval:
+        yield
+        return
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    # Its start/stop/"no GPU" INFO lines, at every run, say nothing a user needs.
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
+    monitor = SystemMetricsMonitor(
+        run_id, sampling_interval=interval, resume_logging=True, tracking_uri=uri
+    )
+    monitor.start()
+    try:
+        yield
+    finally:
+        monitor.finish()
 
 
 @contextmanager

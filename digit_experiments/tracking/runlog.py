@@ -69,6 +69,7 @@ class RunLog:
         self.logged: set[str] = set()
         # Epochs whose metrics the store has not taken yet (the server was away).
         self.unsent: list[tuple[int, dict[str, float]]] = []
+        self._sent_best: float | None = None  # mtime of the best checkpoint last sent
 
     @property
     def local_metrics(self) -> Path:
@@ -156,6 +157,30 @@ class RunLog:
             step, values = self.unsent[0]
             self.metrics(values, step=step)
             self.unsent.pop(0)
+
+    def save_state(self, epoch: int, weights: Path) -> None:
+        """After epoch `epoch`: the training state (`weights`: weights and optimizer
+        variables), the best checkpoint when it changed, and the history so far, sent to
+        the run so that `trainer.resume` can continue it from any machine. A store that
+        cannot take them is not waited for: training goes on, the next epoch tries again."""
+        from digit_experiments.tracking import resume
+
+        if self.unsent:
+            return  # the store is away (metrics are waiting): don't wait on its retries
+        progress = self.output_dir / resume.PROGRESS
+        progress.write_text(json.dumps({"epoch": epoch, "history": dict(self.history)}))
+        try:
+            files = [weights, progress]
+            best = self.checkpoint
+            if best is not None and best.is_file() and best.stat().st_mtime != self._sent_best:
+                files.insert(0, best)
+            for path in files:
+                self.client.log_artifact(self.run_id, str(path), resume.STATE_DIR)
+            if best in files:
+                self._sent_best = best.stat().st_mtime
+            self.client.set_tag(self.run_id, resume.EPOCH_TAG, str(epoch))
+        except (OSError, TrackingUnavailable, _mlflow_exception()) as e:
+            log.warning("could not send the state after epoch %d: %s", epoch, first_line(e))
 
     # --- artifacts --------------------------------------------------------------------
 

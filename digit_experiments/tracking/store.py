@@ -14,7 +14,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from digit_experiments.errors import ParentRunMissing, TrackingUnavailable
+from digit_experiments.errors import ParentRunMissing, TrackingDenied, TrackingUnavailable
 from digit_experiments.tracking.redaction import redact
 
 DEFAULT_URI = "sqlite:///mlflow.db"
@@ -71,6 +71,44 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         ) from None
 
 
+def check_credentials(uri: str, timeout: float = 10.0) -> None:
+    """Fail fast when an HTTP tracking server refuses us: one request with the
+    credentials MLflow will send (MLFLOW_TRACKING_USERNAME/PASSWORD, or
+    MLFLOW_TRACKING_TOKEN), before anything is trained. 401: no or wrong credentials;
+    403: this user may not use the server's experiments. Neither value is ever shown."""
+    if not is_http(uri):
+        return
+    import base64
+
+    base = uri.rstrip("/")
+    request = urllib.request.Request(f"{base}/api/2.0/mlflow/experiments/search?max_results=1")
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    if user and password:
+        pair = base64.b64encode(f"{user}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {pair}")
+    elif token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        urllib.request.urlopen(request, timeout=timeout).close()
+    except urllib.error.HTTPError as e:
+        if e.code == 401:
+            given = "were refused" if (user and password) or token else "are needed"
+            raise TrackingDenied(
+                f"tracking server {redact(uri)} asks for a user and password, and the "
+                f"credentials {given} (401): set MLFLOW_TRACKING_USERNAME and "
+                "MLFLOW_TRACKING_PASSWORD"
+            ) from None
+        if e.code == 403:
+            raise TrackingDenied(
+                f"tracking server {redact(uri)} refuses user {user!r} (403): ask its "
+                "admin for permission on the experiment"
+            ) from None
+    except (urllib.error.URLError, OSError):
+        pass  # not there: check_reachable says so
+
+
 def wait_until_reachable(uri: str, seconds: float, poll: float = 1.0) -> bool:
     """Whether the server at `uri` answers within `seconds` (polled; True at once for a
     store that is not a server)."""
@@ -92,6 +130,7 @@ def connect(uri: str) -> None:
     import mlflow
 
     check_reachable(uri)
+    check_credentials(uri)
     if redact(uri) != uri:
         os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     if is_http(uri):
