@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: help install install-test train test test-slow lint format readme ui clean
+.PHONY: help install install-test train test test-slow lint format readme ui notebook clean
 
 help:
 	@echo "make train [ARGS='model=mlp ...']  train (default: the seed's CNN) and record it in MLflow"
@@ -14,6 +14,7 @@ help:
 	@echo "make bench-NAME [ARGS=...]         run benchmarks/NAME.py (see benchmarks/README.md)"
 	@echo "make readme                        rewrite README.md's figures from benchmarks/results/"
 	@echo "make ui                            browse the runs: mlflow ui on 127.0.0.1:5000"
+	@echo "make notebook                      the seed's MLP-vs-CNN comparison, from MLflow (JupyterLab)"
 	@echo "make lint / make format            ruff"
 
 $(BIN)/python:
@@ -67,3 +68,8 @@ ui: install
 
 clean:
 	rm -rf outputs multirun .pytest_cache
+
+# The seed's comparison told from MLflow, in JupyterLab on 127.0.0.1 (the `notebook` extra).
+notebook: install
+	$(BIN)/python -m pip install --quiet -e '.[notebook]'
+	$(BIN)/jupyter lab --ip 127.0.0.1 notebooks/mlp_vs_cnn.ipynb

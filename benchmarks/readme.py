@@ -226,8 +226,7 @@ def scale_text(data: dict) -> str:
         sweep_parallel_text(data)
         + ". One run's time in MLflow beyond training (logging and the test-set "
         f"evaluation): server on PostgreSQL {fig(cost['server'], '{:.2f}', ' s')}, "
-        f"SQLite {fig(cost['sqlite'], '{:.2f}', ' s')}. `digits stack up` "
-        f"{data['stack_up_seconds']:.0f} s, `down` {data['stack_down_seconds']:.0f} s"
+        f"SQLite {fig(cost['sqlite'], '{:.2f}', ' s')}"
     )
 
 

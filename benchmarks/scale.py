@@ -153,7 +153,7 @@ def main() -> None:
             for r in rows
         ],
     )
-    markdown += "\n" + table(
+    markdown += "\n\n" + table(
         ["store", "one run's time in MLflow beyond training, s (min / median / max)"],
         [
             ["mlflow server on PostgreSQL (HTTP)", show(cost_rows["server"], "{:.2f}")],
