@@ -34,13 +34,14 @@ NOT_HASHED = ("tracking", "trainer.resume", "trainer.threads", "trainer.verbose"
 RESUMABLE = ("FAILED", "KILLED")
 
 
+def hashed(key: str) -> bool:
+    """Whether a flattened config key changes what is trained (is not NOT_HASHED)."""
+    return not any(key == k or key.startswith(k + ".") for k in NOT_HASHED)
+
+
 def config_hash(flat_params: dict[str, Any]) -> str:
     """A short hash of the flattened config, without the NOT_HASHED keys."""
-    kept = {
-        key: str(value)
-        for key, value in flat_params.items()
-        if not any(key == k or key.startswith(k + ".") for k in NOT_HASHED)
-    }
+    kept = {key: str(value) for key, value in flat_params.items() if hashed(key)}
     return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -110,9 +111,7 @@ def check_resumable(client, run_id: str, hash_: str, flat_params: dict[str, Any]
 def _differences(logged: dict[str, str], flat_params: dict[str, Any]) -> list[str]:
     out = []
     for key, value in sorted(flat_params.items()):
-        if any(key == k or key.startswith(k + ".") for k in NOT_HASHED):
-            continue
-        if key in logged and logged[key] != str(value):
+        if hashed(key) and key in logged and logged[key] != str(value):
             out.append(f"{key}: run {logged[key]}, now {value}")
     return out
 
@@ -123,7 +122,7 @@ def download(client, run, dest: Path) -> State:
     dest.mkdir(parents=True, exist_ok=True)
     local = Path(client.download_artifacts(run_id, STATE_DIR, str(dest)))
     progress = json.loads((local / PROGRESS).read_text())
-    best = [p for p in local.glob("*_best_model.h5")]
+    best = list(local.glob("*_best_model.h5"))
     return State(
         run_id=run_id,
         epoch=int(progress["epoch"]),

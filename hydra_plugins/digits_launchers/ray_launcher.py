@@ -36,8 +36,9 @@ class RayLauncher(PluginRayLauncher):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         init = OmegaConf.to_container(self.ray_cfg.init, resolve=True)
         if not ray.is_initialized():
-            # hydra#2893: no object_store_memory when joining a cluster (conf/ sets null).
-            ray.init(**{key: value for key, value in init.items() if value is not None})
+            # Only what conf/ sets: the plugin's own launch adds object_store_memory, which
+            # Ray refuses when joining a running cluster (hydra#2893).
+            ray.init(**init)
         remote = OmegaConf.to_container(self.ray_cfg.remote, resolve=True) or {}
         task = ray.remote(**remote)(_run_job) if remote else ray.remote(_run_job)
         log.info("Ray launcher: %d jobs, sweep output dir %s", len(job_overrides), sweep_dir)
