@@ -3,12 +3,15 @@ trained for real (small slices) as two jobs of one sweep."""
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
+import urllib.error
 
 import keras
 import mlflow
+import mlflow.keras
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
@@ -19,7 +22,7 @@ from digit_experiments.app.run import train
 from digit_experiments.core import data
 from digit_experiments.errors import ModelError
 from digit_experiments.inference.loading import load_model
-from digit_experiments.inference.predictor import Predictor
+from digit_experiments.inference.predictor import Predictor, read_image
 
 from .conftest import clean_env, http, mlflow_process, small_cfg
 
@@ -289,9 +292,23 @@ def test_export_writes_an_h5_that_plain_keras_loads_elsewhere(store, pictures, t
     np.testing.assert_allclose(np.load(tmp_path / "p.npy"), expected, atol=1e-5)
 
 
-def test_mlflow_models_serve_answers_like_the_model_in_process(store, pictures):
-    images = data.to_model_input(pictures[1][:8])
-    expected = Predictor.load(f"models:/{NAME}@champion").probabilities(images)
+def test_mlflow_models_serve_answers_pictures_like_the_predictor_in_process(store, pictures):
+    """A real `mlflow models serve` on the champion reads base64 PNGs (MNIST's own digits
+    and 4x larger ones, dark on light) as the Predictor does in-process, and answers bad
+    input with HTTP 400 and a message that says what is wrong."""
+    folders, _, labels = pictures
+    files = [f for folder in folders.values() for f in sorted(folder.glob("*.png"))[:8]]
+    expected = Predictor.load(f"models:/{NAME}@champion").predict([read_image(f) for f in files])
+    records = [{"image": base64.b64encode(f.read_bytes()).decode()} for f in files]
+    tensor = data.to_model_input(pictures[1][:1]).tolist()
+    bad = {
+        "not a picture": (
+            {"dataframe_records": [records[0], {"image": base64.b64encode(b"notes").decode()}]},
+            "image 1: not an image file (PNG, JPEG, ...); its first bytes are b'notes'",
+        ),
+        "no image column": ({"dataframe_records": [{"picture": records[0]["image"]}]}, "['image']"),
+        "an MNIST tensor": ({"inputs": tensor}, "mlflow.keras.load_model"),
+    }
     with mlflow_process(
         "models",
         "serve",
@@ -303,5 +320,38 @@ def test_mlflow_models_serve_answers_like_the_model_in_process(store, pictures):
         timeout=180,
         env={"MLFLOW_TRACKING_URI": store["uri"]},
     ) as base:
-        answer = json.loads(http(f"{base}/invocations", {"inputs": images.tolist()}))
-    np.testing.assert_allclose(np.array(answer["predictions"]), expected, atol=1e-5)
+        answer = json.loads(http(f"{base}/invocations", {"dataframe_records": records}))
+        refused = {name: _refused(f"{base}/invocations", body) for name, (body, _) in bad.items()}
+    predictions = answer["predictions"]
+    assert [p["digit"] for p in predictions] == [p.digit for p in expected]
+    np.testing.assert_allclose(
+        np.array([p["probabilities"] for p in predictions]),
+        np.array([p.probabilities for p in expected]),
+        atol=1e-5,
+    )
+    assert np.mean([p["digit"] for p in predictions] == np.tile(labels[:8], 2)) >= 0.8
+    for name, (status, error) in refused.items():
+        assert status == 400 and bad[name][1] in error["message"], (name, error)
+        assert "Traceback" not in json.dumps(error), name
+    # Bad pictures are said in one line, without the request printed before it.
+    assert refused["not a picture"][1]["message"] == bad["not a picture"][1]
+
+
+def _refused(url: str, body: dict) -> tuple[int, dict]:
+    """POST a body the server must refuse: (HTTP status, the JSON error)."""
+    try:
+        http(url, body)
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+    raise AssertionError(f"the server accepted {str(body)[:80]}")
+
+
+def test_the_logged_model_is_still_the_keras_network(store, pictures):
+    network = mlflow.keras.load_model(f"models:/{NAME}@champion")
+    assert isinstance(network, keras.Model)
+    images = data.to_model_input(pictures[1][:20])
+    np.testing.assert_allclose(
+        network.predict(images, verbose=0),
+        Predictor.load(f"models:/{NAME}@champion").probabilities(images),
+        atol=1e-5,
+    )

@@ -17,6 +17,7 @@ import platform
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -342,7 +343,10 @@ def fit_and_evaluate(
         "plots/sample_predictions.png",
     )
     if conf.tracking.log_model:
-        record.keras_model(model, splits.x_test[:5], probabilities[:5], metrics)
+        from digit_experiments.inference import served
+
+        # One model, two flavors: the Keras network, and the pyfunc that serves pictures.
+        record.model(partial(served.save_model, model=model, examples=splits.x_test[:5]), metrics)
     return metrics
 
 

@@ -42,6 +42,7 @@ class Predictor:
                 "one-channel images (None, N, N, 1)"
             )
         self.size = int(shape[1])
+        self.classes = int(model.output_shape[-1])
 
     @classmethod
     def load(cls, uri: str) -> Predictor:
@@ -55,8 +56,21 @@ class Predictor:
         return np.stack([preprocess.prepare(p, self.size) for p in pictures])[..., np.newaxis]
 
     def probabilities(self, inputs: np.ndarray) -> np.ndarray:
-        """Class probabilities (N, classes) for inputs already in the model's format."""
-        return np.asarray(self.model.predict(inputs, batch_size=BATCH, verbose=0))
+        """Class probabilities (N, classes) for inputs already in the model's format.
+
+        `predict_on_batch`, BATCH images at a time: the same traced function and numbers
+        as Keras' `predict`, without the ~40 ms that `predict` spends on every call (a
+        data adapter, callbacks, a progress bar) whatever the batch size, which is
+        nearly all of the time a served request or a web app's drawing takes."""
+        inputs = np.asarray(inputs, dtype=np.float32)
+        if len(inputs) == 0:
+            return np.zeros((0, self.classes), dtype=np.float32)
+        return np.concatenate(
+            [
+                np.asarray(self.model.predict_on_batch(inputs[i : i + BATCH]))
+                for i in range(0, len(inputs), BATCH)
+            ]
+        )
 
     def predict(self, pictures) -> list[Prediction]:
         return self._predictions(self.prepare(pictures))
@@ -110,13 +124,27 @@ def read_pictures(files) -> list[PictureFile]:
 
 
 def read_image(file: Path) -> np.ndarray:
+    try:
+        return _pixels(file)
+    except ImageError as e:
+        raise ImageError(f"{file}: not an image file (PNG, JPEG, ...) or a .npy array") from e
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """The pixels of an image file's bytes (PNG, JPEG, ...), as `read_image` reads a file."""
+    import io
+
+    return _pixels(io.BytesIO(data))
+
+
+def _pixels(source) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(file) as image:
+        with Image.open(source) as image:
             image.load()
             if image.mode not in ("L", "RGB", "RGBA"):
                 image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
             return np.asarray(image)
     except (UnidentifiedImageError, OSError) as e:
-        raise ImageError(f"{file}: not an image file (PNG, JPEG, ...) or a .npy array") from e
+        raise ImageError("not an image file (PNG, JPEG, ...)") from e

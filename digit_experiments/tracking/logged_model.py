@@ -1,9 +1,11 @@
-"""The trained model as an MLflow model of its run (Keras 3 flavor): what the Model
-Registry registers, `mlflow models serve` serves and `models:/<model_id>` names.
+"""The trained model as an MLflow model of its run: what the Model Registry registers,
+`mlflow models serve` serves and `models:/<model_id>` names.
 
-Logged through the client, into the run's own experiment, as `mlflow.keras.log_model`
+Logged through the client, into the run's own experiment, as `mlflow.<flavor>.log_model`
 would log it inside an active run: a LoggedModel with the run's params, linked to the
-run as its output, with the run's test metrics, the flavor's files, READY at the end.
+run as its output, with the run's test metrics, the model's files, READY at the end.
+What the files are (flavors, signature, example) is the caller's `save` function's
+business: the app passes inference.served's, which serves pictures.
 """
 
 from __future__ import annotations
@@ -17,14 +19,12 @@ from digit_experiments.tracking import provenance
 NAME = "model"
 
 
-def log_keras_model(
-    client, model, run_id: str, input_example, output_example, metrics: dict[str, float]
-) -> str:
-    """Log `model` (its signature from `output_example`, the model's output for
-    `input_example`) as the output of run `run_id`, with `metrics` (the run's step-0
-    test metrics); returns its models:/ URI."""
+def log_model(client, save, run_id: str, metrics: dict[str, float]) -> str:
+    """Log the MLflow model that `save(path, mlflow_model=..., pip_requirements=...)`
+    writes into the folder `path` as the output of run `run_id`, with `metrics` (the
+    run's step-0 test metrics); returns its models:/ URI."""
     from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric
-    from mlflow.models import Model, infer_signature
+    from mlflow.models import Model
     from mlflow.tracking.context import registry as context
 
     run = client.get_run(run_id)
@@ -52,26 +52,7 @@ def log_keras_model(
     )
     with tempfile.TemporaryDirectory(prefix="digits-model-") as tmp:
         path = os.path.join(tmp, NAME)
-        save_keras_model(
-            path,
-            model=model,
-            mlflow_model=description,
-            signature=infer_signature(input_example, output_example),
-            input_example=input_example,
-            pip_requirements=provenance.requirements(),
-        )
+        save(path, mlflow_model=description, pip_requirements=provenance.requirements())
         client.log_model_artifacts(logged.model_id, path)
     client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
     return f"models:/{logged.model_id}"
-
-
-def save_keras_model(path, **kwargs) -> None:
-    """mlflow.keras.save_model into a folder that exists before it writes the input
-    example: it writes the example first and creates the folder only afterwards, so any
-    input example fails (mlflow/mlflow#16183, still so in MLflow 3.17:
-    tests/test_upstream.py shows it). When that test fails, MLflow is fixed: drop the
-    makedirs."""
-    import mlflow.keras
-
-    os.makedirs(path, exist_ok=True)
-    mlflow.keras.save_model(path=path, **kwargs)

@@ -9,8 +9,10 @@ from pathlib import Path
 # The checkout this code runs from (an editable install): its commit is the code's.
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 VERSIONED = ("tensorflow", "keras", "mlflow", "hydra-core", "numpy", "digit-experiments")
-# Pinned in a logged model's requirements (skips MLflow's slow inference of them).
-LOGGED_REQUIREMENTS = ("tensorflow", "keras", "numpy", "mlflow")
+# Pinned in a logged model's requirements (skips MLflow's slow inference of them); pillow
+# reads the pictures it serves. The served model also needs this project itself, which
+# is not on PyPI: see inference/served.py.
+LOGGED_REQUIREMENTS = ("tensorflow", "keras", "numpy", "mlflow", "pillow")
 
 
 def git_commit(root: Path = PROJECT_DIR) -> str | None:

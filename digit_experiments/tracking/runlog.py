@@ -234,15 +234,12 @@ class RunLog:
                     raise
                 log.debug("dataset %r: another job logged it at the same moment; retrying", name)
 
-    def keras_model(self, model, input_example, output_example, metrics: dict) -> str:
-        """Log the model as an MLflow model (Keras 3 flavor) of this run, with the run's
-        test `metrics`; returns its models:/ URI. `output_example` is the model's output
-        for `input_example`."""
-        from digit_experiments.tracking.logged_model import log_keras_model
+    def model(self, save, metrics: dict) -> str:
+        """Log the MLflow model that `save` writes (see logged_model.log_model) as this
+        run's, with the run's test `metrics`; returns its models:/ URI."""
+        from digit_experiments.tracking.logged_model import log_model
 
-        return log_keras_model(
-            self.client, model, self.run_id, input_example, output_example, metrics
-        )
+        return log_model(self.client, save, self.run_id, metrics)
 
     def curves(self) -> None:
         """The learning curves so far (plots/learning_curves.png) and their numbers."""
