@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: help install install-test train test test-slow lint format readme ui notebook clean
+.PHONY: help install install-test train test test-slow lint format readme ui app notebook clean
 
 help:
 	@echo "make train [ARGS='model=mlp ...']  train (default: the seed's CNN) and record it in MLflow"
@@ -14,6 +14,7 @@ help:
 	@echo "make bench-NAME [ARGS=...]         run benchmarks/NAME.py (see benchmarks/README.md)"
 	@echo "make readme                        rewrite README.md's figures from benchmarks/results/"
 	@echo "make ui                            browse the runs: mlflow ui on 127.0.0.1:5000"
+	@echo "make app [ARGS='--port 8502']      draw a digit: the champion and challenger read it (127.0.0.1:8501)"
 	@echo "make notebook                      the seed's MLP-vs-CNN comparison, from MLflow (JupyterLab)"
 	@echo "make lint / make format            ruff"
 
@@ -36,8 +37,9 @@ install-test: $(VENV)/.installed-test
 train: install
 	$(BIN)/python -m digit_experiments.train $(ARGS)
 
-# .ci/system-packages: PostgreSQL for the `digits stack` tests (installed as root with
-# apt-get; anyone else gets a note, and those tests skip saying what to install).
+# .ci/system-packages: PostgreSQL for the `digits stack` tests and Chromium for the
+# browser tests (installed as root with apt-get; anyone else gets a note, and those tests
+# skip saying what to install).
 test: install-test
 	.ci/system-packages
 	$(BIN)/python -m pytest $(ARGS)
@@ -65,6 +67,10 @@ readme: $(BIN)/python
 
 ui: install
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+# The draw-a-digit web app over the registry's champion and challenger.
+app: install
+	$(BIN)/digits app $(ARGS)
 
 clean:
 	rm -rf outputs multirun .pytest_cache

@@ -7,6 +7,7 @@
     digits predict --model models:/mnist-digit-classifier@champion digit.png more/*.png
     digits export --model models:/mnist-digit-classifier@champion --out cnn_best_model.h5
     digits stack up --dir .stack           # PostgreSQL + mlflow server + Ray head, local
+    digits app                             # draw a digit: champion vs challenger, in a browser
 
 Tracking URI as for training: --tracking-uri, else $MLFLOW_TRACKING_URI, else
 sqlite:///mlflow.db in the current directory.
@@ -126,6 +127,32 @@ def _parser() -> argparse.ArgumentParser:
         "env", parents=[where], help='shell exports for clients: eval "$(digits stack env)"'
     )
     stack.set_defaults(handler=_stack)
+
+    app = commands.add_parser(
+        "app",
+        help="the draw-a-digit web app (Streamlit) on 127.0.0.1",
+        description="Draw or upload a digit and see what the registry's champion and "
+        "challenger (or the --model URIs) read, side by side.",
+    )
+    app.add_argument("--port", type=int, default=8501, help="default 8501")
+    app.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1 only)"
+    )
+    app.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="URI",
+        help="a model to show (repeat for several; default: champion and challenger)",
+    )
+    app.add_argument("--name", default="mnist-digit-classifier", help="registered model")
+    app.add_argument(
+        "--ui-url",
+        metavar="URL",
+        help="the MLflow UI the registry panel links to (default: the tracking server "
+        "itself, or `make ui`'s http://127.0.0.1:5000 for the embedded store)",
+    )
+    app.set_defaults(handler=_app)
     return parser
 
 
@@ -278,6 +305,20 @@ def _stack(args) -> int:
             print(component.line())
         return 0 if all(c.up for c in components) else 3
     return 0
+
+
+def _app(args) -> int:
+    from digit_experiments.tracking import store
+    from digit_experiments.web import launch
+
+    if not 0 < args.port < 65536:
+        raise CliError(f"--port must be 1-65535, got {args.port}")
+    uri = store.resolve_tracking_uri(args.tracking_uri, Path.cwd())
+    command = launch.command(uri, args.host, args.port, args.model, args.name, args.ui_url)
+    sys.stdout.flush()
+    # Streamlit becomes this process: Ctrl-C and `kill` reach it directly.
+    os.execv(command[0], command)
+    return 0  # not reached
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""The web app: a Streamlit page over inference.Predictor (`digits app`)."""

@@ -1,0 +1,118 @@
+"""A real browser for the tests: the operating system's Chromium (Debian: `chromium`),
+driven by Playwright. Playwright's own browser downloads are never used; when the
+system's Chromium is missing a test skips saying what to install (fails under CI=true).
+
+Also: a Streamlit app as a real process (`digits app`), waited for as Streamlit's own
+end-to-end tests do: its health endpoint says ok, then the page says the script
+finished (`data-test-script-state="notRunning"`) while connected.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+from .conftest import clean_env, free_port, require_system
+
+CHROMIUM_NAMES = ("chromium", "chromium-browser")
+# Generous: the first page view imports TensorFlow (~5 s alone on these 2 cores).
+TIMEOUT_MS = 90_000
+
+
+def chromium_path() -> str:
+    for name in CHROMIUM_NAMES:
+        found = shutil.which(name)
+        if found:
+            return found
+    require_system("chromium", "chromium", "the system's Chromium for the browser tests")
+    raise AssertionError("unreachable: require_system skips or fails")
+
+
+def expect(locator):
+    """Playwright's `expect` with this module's timeout (its default, 5 s, is shorter
+    than a first prediction, which loads TensorFlow and the models)."""
+    from playwright.sync_api import expect as playwright_expect
+
+    playwright_expect.set_options(timeout=TIMEOUT_MS)
+    return playwright_expect(locator)
+
+
+@contextmanager
+def chromium():
+    """A headless Chromium (the system's), closed afterwards."""
+    from playwright.sync_api import sync_playwright
+
+    path = chromium_path()
+    with sync_playwright() as playwright:
+        # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start.
+        browser = playwright.chromium.launch(executable_path=path, args=["--no-sandbox"])
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@contextmanager
+def streamlit_app(*args: str, cwd: Path, log: Path, timeout: float = 90):
+    """`digits ARGS app --port N` as a real process; yields its URL once healthy."""
+    port = free_port()
+    digits = Path(sys.executable).with_name("digits")
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [str(digits), *args, "app", "--port", str(port)],
+            cwd=cwd,
+            env=clean_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
+                    if answer.read() == b"ok":
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None:
+                raise RuntimeError(f"digits app exited {process.returncode}: {log.read_text()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"digits app not healthy in {timeout} s: {log.read_text()}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def wait_for_app_run(page) -> None:
+    """The script has finished running and the page is connected (Streamlit's own e2e
+    helper does the same); assertions then wait for what they expect with `expect`."""
+    page.locator("[data-testid='stApp'][data-test-connection-state='CONNECTED']").wait_for(
+        state="attached", timeout=TIMEOUT_MS
+    )
+    page.locator("[data-testid='stApp'][data-test-script-state='notRunning']").wait_for(
+        state="attached", timeout=TIMEOUT_MS
+    )
+
+
+def stroke(page, target, points: list[tuple[float, float]], steps: int = 12) -> None:
+    """Draw through `points` (in the target's own pixels) with the mouse, button held."""
+    target.scroll_into_view_if_needed()
+    box = target.bounding_box()
+    x0, y0 = box["x"], box["y"]
+    page.mouse.move(x0 + points[0][0], y0 + points[0][1])
+    page.mouse.down()
+    for (ax, ay), (bx, by) in zip(points, points[1:]):
+        for i in range(1, steps + 1):
+            page.mouse.move(x0 + ax + (bx - ax) * i / steps, y0 + ay + (by - ay) * i / steps)
+    page.mouse.up()
