@@ -12,12 +12,10 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import time
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-from .conftest import clean_env, free_port, require_system
+from .conftest import clean_env, free_port, require_system, wait_healthy
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser")
 # Generous: the first page view imports TensorFlow (~5 s alone on these 2 cores).
@@ -72,19 +70,13 @@ def streamlit_app(*args: str, cwd: Path, log: Path, timeout: float = 90):
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
-                    if answer.read() == b"ok":
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None:
-                raise RuntimeError(f"digits app exited {process.returncode}: {log.read_text()}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"digits app not healthy in {timeout} s: {log.read_text()}")
-            time.sleep(0.2)
+        wait_healthy(
+            f"{url}/_stcore/health",
+            process,
+            timeout,
+            lambda: f"digits app exited {process.returncode}: {log.read_text()}",
+            answer=b"ok",
+        )
         yield url
     finally:
         process.terminate()

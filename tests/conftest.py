@@ -110,6 +110,17 @@ def _isolated(monkeypatch, tmp_path):
 EPOCH_METRICS = {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds"}
 
 
+@contextmanager
+def working_in(folder: Path):
+    """For a module-scoped fixture, what `_isolated` does for a test: `folder` as the
+    working directory and no MLFLOW_* settings of the user's, undone afterwards."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        for key in [k for k in os.environ if k.startswith("MLFLOW_")]:
+            mp.delenv(key)
+        yield
+
+
 def all_artifacts(client, run_id: str, path: str = ""):
     """The path of every file a run has logged, folders walked."""
     for item in client.list_artifacts(run_id, path):
@@ -134,6 +145,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_healthy(url: str, process, timeout: float, exited, answer: bytes | None = None):
+    """Poll `url` until it answers (with `answer`, when given); RuntimeError(exited())
+    if `process` ends first, TimeoutError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            body = http(url)
+            if answer is None or body == answer:
+                return
+        except OSError:
+            pass
+        if process.poll() is not None:
+            raise RuntimeError(exited())
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not answer in {timeout} s")
+        time.sleep(0.25)
+
+
 @contextmanager
 def mlflow_process(*args: str, cwd: Path, timeout: float = 90, env: dict | None = None):
     """A real `mlflow ARGS --host 127.0.0.1 --port N` process; yields its base URL once
@@ -150,18 +179,12 @@ def mlflow_process(*args: str, cwd: Path, timeout: float = 90, env: dict | None 
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                http(f"{base}/health")
-                break
-            except OSError:
-                pass
-            if process.poll() is not None:
-                raise RuntimeError(f"mlflow {args[0]} exited: {process.stderr.read()[-3000:]}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"mlflow {args[0]} did not answer in {timeout} s")
-            time.sleep(0.5)
+        wait_healthy(
+            f"{base}/health",
+            process,
+            timeout,
+            lambda: f"mlflow {args[0]} exited: {process.stderr.read()[-3000:]}",
+        )
         yield base
     finally:
         process.terminate()

@@ -24,7 +24,7 @@ from digit_experiments.errors import ModelError
 from digit_experiments.inference.loading import load_model
 from digit_experiments.inference.predictor import Predictor, read_image
 
-from .conftest import clean_env, http, mlflow_process, small_cfg
+from .conftest import clean_env, http, mlflow_process, small_cfg, working_in
 
 NAME = "mnist-digit-classifier"
 
@@ -34,10 +34,7 @@ def store(tmp_path_factory):
     """Two runs of one sweep (MLP ~85%, CNN ~96%) and a run without a logged model."""
     root = tmp_path_factory.mktemp("registry")
     uri = f"sqlite:///{root}/mlflow.db"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        for key in [k for k in __import__("os").environ if k.startswith("MLFLOW_")]:
-            mp.delenv(key)
+    with working_in(root):
         train(
             small_cfg(
                 root, "model=mlp", "tracking.log_model=false", "tracking.experiment=no-models"

@@ -6,7 +6,6 @@ Plus the app's store reading (web.models), tested directly."""
 
 from __future__ import annotations
 
-import os
 import re
 
 import mlflow
@@ -23,7 +22,7 @@ from digit_experiments.inference.predictor import Predictor
 from digit_experiments.web import models
 
 from .browser import TIMEOUT_MS, chromium, expect, streamlit_app, stroke, wait_for_app_run
-from .conftest import free_port, small_cfg
+from .conftest import free_port, small_cfg, working_in
 
 NAME = "mnist-digit-classifier"
 CHAMPION = ".st-key-prediction-champion-version-1"
@@ -41,10 +40,7 @@ def store(tmp_path_factory):
     """A champion CNN (~96%) and a challenger MLP, promoted by `digits promote`."""
     root = tmp_path_factory.mktemp("web")
     uri = f"sqlite:///{root}/mlflow.db"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        for key in [k for k in os.environ if k.startswith("MLFLOW_")]:
-            mp.delenv(key)
+    with working_in(root):
         train(
             small_cfg(root, "model=cnn", "data.train_limit=10000", "trainer.epochs=2"),
             output_dir=root / "cnn",
