@@ -1,7 +1,7 @@
 """Inference: `digits predict` latency for one picture and throughput for 10,000, and
 `mlflow models serve` answering pictures (base64 PNGs) one at a time and 100 at a time.
 
-    .venv/bin/python benchmarks/inference.py [--requests 200] [--repeat 3]
+    .venv/bin/python benchmarks/inference.py [--requests 200] [--repeat 3] [--rounds 5]
 
 Trains a seed CNN briefly (1 epoch on 10,000 images: speed does not depend on how well
 it learnt) into a temporary store, promotes it to `mnist-digit-classifier@champion`, then
@@ -21,6 +21,18 @@ measures, as a user would run them:
   parsing, base64 decoding, preprocessing, the network, the JSON answer), and, measured
   apart in this process on the same model, the pyfunc's `predict` alone (what the
   server's round trip spends in the model). Images/s are from the round trips.
+- "before", how serving worked until the served model took pictures: the SAME trained
+  network (`mlflow.keras.load_model` of the champion) saved with plain
+  `mlflow.keras.save_model` (keras flavor only, tensor signature and input example, as
+  logged models were) into a folder, served by a second `mlflow models serve` (MLflow's
+  own keras pyfunc: Keras `model.predict` per request) and sent MNIST-format float
+  tensors `{"inputs": <(N, 28, 28, 1) floats in [0, 1]>}` of the same test digits. Both
+  servers are up at once; the 1- and 100-a-request keep-alive loops on MNIST digits are
+  cut into `--rounds` rounds that take turns between the two (the order rotating; each
+  round starts with an untimed request on a new connection, as the first did), as this
+  machine's speed drifts by tens of percent over minutes. The speed-up per batch size:
+  before / now of the median round trips, of the images/s, and of each round's median
+  round trips (min / median / max over the rounds).
 Writes benchmarks/results/inference.{json,md}.
 """
 
@@ -28,9 +40,12 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import http.client
 import json
+import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,12 +60,29 @@ NAME = "mnist-digit-classifier"
 BIN = Path(sys.executable).parent
 BATCHES = (1, 100)
 HEADERS = {"Content-Type": "application/json"}
+COMPARED = "mnist"  # the pictures whose loops take turns with the "before" server's
+BEFORE = "before (keras flavor, MNIST tensors)"
 
 
 def encode(pngs: list[bytes]) -> bytes:
     """A request body, as a client makes it from picture files' bytes."""
     records = [{"image": base64.b64encode(png).decode("ascii")} for png in pngs]
     return json.dumps({"dataframe_records": records}).encode()
+
+
+def encode_tensors(images: np.ndarray) -> bytes:
+    """A request body as a client of the keras flavor made it from MNIST-format arrays."""
+    return json.dumps({"inputs": images.tolist()}).encode()
+
+
+def check_pictures(answer: bytes, batch: int) -> None:
+    predictions = json.loads(answer)["predictions"]
+    assert len(predictions) == batch and len(predictions[0]["probabilities"]) == 10
+
+
+def check_tensors(answer: bytes, batch: int) -> None:
+    predictions = json.loads(answer)["predictions"]
+    assert len(predictions) == batch and len(predictions[0]) == 10
 
 
 class Client:
@@ -72,14 +104,19 @@ class Client:
             sys.exit(f"the server answered {response.status}: {answer[:500]!r}")
         return answer
 
+    def close(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
 
-def start_server(store: Path, uri: str):
+
+def start_server(store: Path, uri: str, model: str):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     environ = {**child_env(), "MLFLOW_TRACKING_URI": uri}
     environ["PATH"] = f"{BIN}:{environ.get('PATH', '')}"
-    command = [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{NAME}@champion"]
+    command = [str(BIN / "mlflow"), "models", "serve", "-m", model]
     command += ["--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
     process = subprocess.Popen(
         command, cwd=store, env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -102,70 +139,177 @@ def start_server(store: Path, uri: str):
     return process, port, time.perf_counter() - started
 
 
-def serve(store: Path, uri: str, requests: int, pictures: dict[str, list[bytes]]) -> dict:
-    process, port, start_up = start_server(store, uri)
+def serve(
+    store: Path,
+    uri: str,
+    keras_folder: Path,
+    requests: int,
+    turns: int,
+    pictures: dict[str, list[bytes]],
+    tensors: np.ndarray,
+) -> dict:
+    """Both servers up; the compared loops taking turns, then the pictures' other loops."""
+    after, port, start_up = start_server(store, uri, f"models:/{NAME}@champion")
     results: dict = {"start_up_seconds": round(start_up, 1)}
     try:
+        before, before_port, before_start_up = start_server(store, uri, str(keras_folder))
+        try:
+            results["before"] = {"start_up_seconds": round(before_start_up, 1)}
+            speedup = {}
+            for batch in BATCHES:
+                n = requests if batch == 1 else max(1, requests // 4)
+                loops = {
+                    "after": Loop(Client(port, True), pictures[COMPARED], batch, encode),
+                    "before": Loop(
+                        Client(before_port, True), tensors, batch, encode_tensors, check_tensors
+                    ),
+                }
+                parts = min(turns, n)
+                counts = [n // parts + (k < n % parts) for k in range(parts)]
+                for i, name in rounds(list(loops), parts):
+                    loops[name].run(counts[i])
+                results[f"{COMPARED}_batch_{batch}"] = loops["after"].summary()
+                results["before"][f"{COMPARED}_batch_{batch}"] = loops["before"].summary()
+                speedup[f"batch_{batch}"] = ratios(loops["before"], loops["after"])
+            results["speedup"] = speedup
+        finally:
+            before.terminate()
+            before.wait(timeout=30)
         for kind, pngs in pictures.items():
             for batch in BATCHES:
                 n = requests if batch == 1 else max(1, requests // 4)
                 for keep_alive in (True, False) if batch == 1 else (True,):
                     key = f"{kind}_batch_{batch}" + ("" if keep_alive else "_new_connection")
-                    results[key] = _requests(Client(port, keep_alive), pngs, batch, n)
+                    if key in results:
+                        continue  # measured above, in turns with the "before" server
+                    loop = Loop(Client(port, keep_alive), pngs, batch, encode)
+                    loop.run(n)
+                    results[key] = loop.summary()
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        after.terminate()
+        after.wait(timeout=30)
     return results
 
 
-def _requests(client: Client, pngs: list[bytes], batch: int, n: int) -> dict:
-    client.post(encode(pngs[:batch]))  # warm-up
-    encoding, round_trips = [], []
-    for i in range(n):
-        start = (i * batch) % (len(pngs) - batch + 1)
-        t = time.perf_counter()
-        payload = encode(pngs[start : start + batch])
-        encoding.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        answer = client.post(payload)
-        round_trips.append(time.perf_counter() - t)
-        predictions = json.loads(answer)["predictions"]
-        assert len(predictions) == batch and len(predictions[0]["probabilities"]) == 10
-    total = sum(round_trips)
+class Loop:
+    """One client's bounded loop of requests to one server (after a warm-up request), run
+    in one go or in rounds; every request timed (encoding apart from the round trip)."""
+
+    def __init__(self, client: Client, items, batch: int, encoder, check=check_pictures):
+        self.client, self.items, self.batch = client, items, batch
+        self.encoder, self.check = encoder, check
+        self.encoding: list[float] = []
+        self.round_trips: list[float] = []
+        self.round_medians: list[float] = []
+        self.sent, self.size = 0, 0
+        check(client.post(encoder(items[:batch])), batch)  # warm-up
+
+    def run(self, n: int) -> None:
+        if self.round_medians:
+            # A later round: the server may have closed the connection while the other
+            # one's round ran (uvicorn's keep-alive timeout is 5 s). A new connection and
+            # an untimed request, as the first round had.
+            self.client.close()
+            self.check(self.client.post(self.encoder(self.items[: self.batch])), self.batch)
+        trips = []
+        for _ in range(n):
+            start = (self.sent * self.batch) % (len(self.items) - self.batch + 1)
+            self.sent += 1
+            t = time.perf_counter()
+            payload = self.encoder(self.items[start : start + self.batch])
+            self.encoding.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            answer = self.client.post(payload)
+            trips.append(time.perf_counter() - t)
+            self.check(answer, self.batch)
+            self.size = len(payload)
+        self.round_trips += trips
+        self.round_medians.append(statistics.median(trips))
+
+    def summary(self) -> dict:
+        return {
+            "requests": self.sent,
+            "rounds": len(self.round_medians),
+            "images_per_second": round(self.sent * self.batch / sum(self.round_trips)),
+            "round_trip_ms": spread([1000 * t for t in self.round_trips], 2),
+            "client_encoding_ms": spread([1000 * t for t in self.encoding], 3),
+            "request_kib": round(self.size / 1024, 1),
+        }
+
+
+def ratios(before: Loop, after: Loop) -> dict:
+    """How many times faster the pictures are served than the tensors were: median round
+    trips, images/s (both over all requests), and each round's medians (round i of one
+    against round i of the other, run next to each other)."""
     return {
-        "requests": n,
-        "images_per_second": round(n * batch / total),
-        "round_trip_ms": spread([1000 * t for t in round_trips], 2),
-        "client_encoding_ms": spread([1000 * t for t in encoding], 3),
-        "request_kib": round(len(payload) / 1024, 1),
+        "median_round_trip": round(
+            statistics.median(before.round_trips) / statistics.median(after.round_trips), 1
+        ),
+        "images_per_second": round(sum(before.round_trips) / sum(after.round_trips), 1),
+        "per_round": spread([b / a for b, a in zip(before.round_medians, after.round_medians)], 1),
     }
 
 
-def in_process(uri: str, requests: int, pictures: dict[str, list[bytes]]) -> dict:
-    """The pyfunc's predict alone, on what the server hands it (a table of bytes)."""
+def in_process(
+    uri: str, keras_folder: Path, requests: int, pictures: dict[str, list[bytes]], tensors
+) -> dict:
+    """The pyfunc's predict alone, on what the server hands it: a table of bytes (the
+    served model), or the float array (the keras flavor's pyfunc, "before")."""
     import mlflow
     import pandas as pd
 
     mlflow.set_tracking_uri(uri)
     model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
-    results = {}
+    before = mlflow.pyfunc.load_model(str(keras_folder))
+    results: dict = {"before": {}}
     for kind, pngs in pictures.items():
         for batch in BATCHES:
             n = requests if batch == 1 else max(1, requests // 4)
-            tables = [
-                pd.DataFrame({"image": pngs[start : start + batch]})
-                for start in ((i * batch) % (len(pngs) - batch + 1) for i in range(n))
-            ]
-            model.predict(tables[0])  # warm-up
-            seconds = []
-            for frame in tables:
-                t = time.perf_counter()
-                model.predict(frame)
-                seconds.append(time.perf_counter() - t)
-            results[f"{kind}_batch_{batch}"] = {
-                "predict_ms": spread([1000 * s for s in seconds], 2)
-            }
+            key = f"{kind}_batch_{batch}"
+            results[key] = _predict_ms(model, pngs, batch, n, lambda b: pd.DataFrame({"image": b}))
+            if kind == COMPARED:
+                results["before"][key] = _predict_ms(before, tensors, batch, n, lambda b: b)
     return results
+
+
+def _predict_ms(model, items, batch: int, n: int, frame) -> dict:
+    inputs = [
+        frame(items[start : start + batch])
+        for start in ((i * batch) % (len(items) - batch + 1) for i in range(n))
+    ]
+    seconds = []
+    # The keras pyfunc's model.predict prints a progress bar per call; the servers' output
+    # goes to /dev/null, and so does this.
+    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
+        model.predict(inputs[0])  # warm-up
+        for x in inputs:
+            t = time.perf_counter()
+            model.predict(x)
+            seconds.append(time.perf_counter() - t)
+    return {"predict_ms": spread([1000 * s for s in seconds], 2)}
+
+
+def save_keras_flavor(uri: str, folder: Path, tensors: np.ndarray) -> None:
+    """The champion's network saved as models were logged before they took pictures:
+    `mlflow.keras.save_model`, keras flavor only, the signature and input example of
+    MNIST-format float tensors (5 test images and their probabilities)."""
+    import mlflow
+    import mlflow.keras
+    from mlflow.models import infer_signature
+
+    from digit_experiments.tracking import provenance
+
+    mlflow.set_tracking_uri(uri)
+    network = mlflow.keras.load_model(f"models:/{NAME}@champion")
+    example = tensors[:5]
+    os.makedirs(folder)  # mlflow/mlflow#16183: the input example is written first
+    mlflow.keras.save_model(
+        network,
+        str(folder),
+        signature=infer_signature(example, network.predict(example, verbose=0)),
+        input_example=example,
+        pip_requirements=provenance.requirements(),
+    )
 
 
 def make_pictures(test: np.ndarray, count: int) -> dict[str, list[bytes]]:
@@ -190,6 +334,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200, help="batch-1 requests")
     parser.add_argument("--repeat", type=int, default=3, help="digits predict runs each")
     parser.add_argument("--train-limit", type=int, default=10000, help="images to train on")
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="turns of the before/after serving loops"
+    )
     args = parser.parse_args()
 
     from PIL import Image
@@ -231,8 +378,14 @@ def main() -> None:
         for _, name in rounds(list(inputs), args.repeat):
             seconds[name].append(timed([*predict, inputs[name]], cwd=store)[0])
         pictures = make_pictures(test, count=1000)
-        served = serve(store, uri, args.requests, pictures)
-        for key, value in in_process(uri, args.requests, pictures).items():
+        tensors = data.to_model_input(test[:1000])  # what a client of the keras flavor sent
+        keras_folder = store / "keras-flavor"
+        save_keras_flavor(uri, keras_folder, tensors)
+        served = serve(store, uri, keras_folder, args.requests, args.rounds, pictures, tensors)
+        measured = in_process(uri, keras_folder, args.requests, pictures, tensors)
+        for key, value in measured.pop("before").items():
+            served["before"][key].update(value)
+        for key, value in measured.items():
             served[key].update(value)
 
     one, many = spread(seconds["one"], 2), spread(seconds["many"], 2)
@@ -245,6 +398,7 @@ def main() -> None:
             10000 / max(many["median"] - one["median"], 1e-9)
         ),
         "serve": served,
+        "speedup": served.pop("speedup"),
     }
     print_results(args, results)
 
@@ -285,8 +439,12 @@ def print_results(args, results: dict) -> None:
                         f"{r['images_per_second']:,} images/s",
                     ]
                 )
+            if kind == COMPARED:
+                rows += comparison_rows(served, results["speedup"], batch)
+    before = served["before"]
     setup = (
-        f"`benchmarks/inference.py --requests {args.requests} --repeat {args.repeat}`: seed "
+        f"`benchmarks/inference.py --requests {args.requests} --repeat {args.repeat} "
+        f"--rounds {args.rounds}`: seed "
         f"CNN; `digits predict`: {args.repeat} processes each, the two alternated; serving: "
         f"{args.requests} batch-1 and {max(1, args.requests // 4)} batch-100 requests of base64 "
         f"PNGs in a loop, one client, after a warm-up request (server start-up: "
@@ -294,7 +452,15 @@ def print_results(args, results: dict) -> None:
         f"sent to the answer read (the server's work and the network); client encoding: "
         f"PNG bytes -> base64 -> JSON, not in the round trip; pyfunc predict: the served "
         f"model's `predict` alone, in-process on the same model and pictures; images/s "
-        f"from the round trips."
+        f"from the round trips. {BEFORE}: the same network saved with plain "
+        f"`mlflow.keras.save_model` (keras flavor only, tensor signature), served by a second "
+        f"`mlflow models serve` (start-up {before['start_up_seconds']} s; MLflow's keras "
+        f"pyfunc, Keras `model.predict` per request), sent the same MNIST test digits as "
+        f'`{{"inputs": <(N, 28, 28, 1) floats>}}`; both servers up, the 1- and 100-a-request '
+        f"keep-alive loops of both cut into {args.rounds} rounds taking turns (each after "
+        f"an untimed request on a new connection). Speed-up: "
+        f"before / now, of the median round trips, of the images/s, and per round (each "
+        f"round's median round trips; min / median / max)."
     )
     save(
         "inference",
@@ -311,6 +477,30 @@ def print_results(args, results: dict) -> None:
             rows,
         ),
     )
+
+
+def comparison_rows(served: dict, speedup: dict, batch: int) -> list[list[str]]:
+    """The "before" row for `batch` MNIST digits a request, and the speed-up over it."""
+    r = served["before"][f"{COMPARED}_batch_{batch}"]
+    ratio = speedup[f"batch_{batch}"]
+    return [
+        [
+            f"{BEFORE}: `mlflow models serve` round trip, {batch} x (28, 28, 1) float32 "
+            f"tensor ({r['request_kib']:,} KiB request, keep-alive)",
+            show(r["round_trip_ms"], "{:.1f}", " ms"),
+            show(r["client_encoding_ms"], "{:.2f}", " ms"),
+            show(r["predict_ms"], "{:.1f}", " ms"),
+            f"{r['images_per_second']:,} images/s",
+        ],
+        [
+            f"**speed-up, {batch} a request**: 28x28 MNIST PNGs now / {BEFORE}",
+            f"**{ratio['median_round_trip']:.1f}x** lower median round trip (per round: "
+            f"{show(ratio['per_round'], '{:.1f}', 'x')})",
+            "",
+            "",
+            f"**{ratio['images_per_second']:.1f}x** images/s",
+        ],
+    ]
 
 
 if __name__ == "__main__":

@@ -120,6 +120,10 @@ def generate(readme, results, *flags: str):
                 and spread_of(r["predict_10000_images_seconds"], 1)
                 and spread_of(r["serve"]["mnist_batch_1"]["round_trip_ms"], 4)
                 and spread_of(r["serve"]["scan_batch_100"]["predict_ms"], 1)
+                # the same network served the old way (keras flavor, MNIST tensors)
+                and spread_of(r["serve"]["before"]["mnist_batch_1"]["round_trip_ms"], 4)
+                and spread_of(r["serve"]["before"]["mnist_batch_100"]["predict_ms"], 1)
+                and all(r["speedup"][f"batch_{n}"]["median_round_trip"] > 0 for n in (1, 100))
             ),
         ),
     ],
