@@ -190,3 +190,28 @@ def test_values_passed_to_jobs_survive_hydras_override_grammar(value):
 
     parsed = OverridesParser.create().parse_override(f"tracking.uri={quoted(value)}")
     assert parsed.value() == value
+
+
+def test_epochs_whose_metrics_a_kill_prevented_are_sent_once_on_resume(tmp_path):
+    """The state after epoch 3 was saved, then the process died before epoch 3's metrics
+    reached the store (EpochMetrics saves state first): the resumed run sends epoch 3
+    from the restored history, and steps 1..3 are each in the store once."""
+    from digit_experiments.tracking.runlog import RunLog
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("e")).info.run_id
+    history = {"loss": [0.9, 0.5, 0.3], "epoch_seconds": [1.0, 1.1, 1.2]}
+    before = RunLog(client, run_id, tmp_path / "first", uri)
+    for step in (1, 2):
+        before.epoch(step, {key: values[step - 1] for key, values in history.items()})
+    after = RunLog(client, run_id, tmp_path / "resumed", uri)
+    after.history.update(history)
+    after.resend_missing(3)
+    after.epoch(4, {"loss": 0.2, "epoch_seconds": 1.3})
+    for key, values in history.items():
+        logged = client.get_metric_history(run_id, key)
+        assert [(m.step, m.value) for m in logged] == [
+            *zip([1, 2, 3], values),
+            (4, {"loss": 0.2, "epoch_seconds": 1.3}[key]),
+        ]

@@ -244,7 +244,7 @@ def fit_and_evaluate(
 
     from digit_experiments.core import evaluate, models, pipeline, training
     from digit_experiments.reporting import plots
-    from digit_experiments.tracking.callback import EpochMetrics, SaveState
+    from digit_experiments.tracking.callback import EpochMetrics
 
     training.seed_everything(conf.trainer.seed, conf.trainer.deterministic)
     if state is None:
@@ -266,7 +266,7 @@ def fit_and_evaluate(
 
     record.checkpoint = output_dir / f"{conf.model.name}_best_model.h5"
     last_state = output_dir / resume.WEIGHTS if conf.trainer.checkpoint.save_last else None
-    tracking = [EpochMetrics(record)] + ([SaveState(record, last_state)] if last_state else [])
+    tracking = [EpochMetrics(record, state=last_state)]
     done, best_so_far = 0, None
     if state is not None:
         # Weights and optimizer variables (its step count: schedules go on where they
@@ -276,6 +276,7 @@ def fit_and_evaluate(
         if state.best_checkpoint is not None:
             shutil.copyfile(state.best_checkpoint, record.checkpoint)
         record.history.update(state.history)
+        record.resend_missing(state.epoch)
         done = state.epoch
         monitored = state.history.get(conf.trainer.checkpoint.monitor)
         if monitored:

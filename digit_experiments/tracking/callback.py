@@ -14,12 +14,20 @@ class EpochMetrics(keras.callbacks.Callback):
     """After every epoch, send Keras' logs plus the learning rate and the epoch's wall
     time to the run (step = epoch, from 1).
 
-    `record` is anything with an `epoch(step, metrics)` method: a tracking RunLog.
+    With `state` (the file the checkpoint callback before this one writes the weights
+    and optimizer variables to), the training state goes to the run first (tag
+    `resume.epoch`), and the epoch's metrics only after it: a run killed in between is
+    resumed from that epoch and resends the metrics the store lacks, so every step is
+    logged exactly once (the other order would log the lost epoch twice: once before
+    the kill, once when the resumed run trains it again).
+
+    `record` is a tracking RunLog (`epoch`, `save_state`, `send_pending`).
     """
 
-    def __init__(self, record):
+    def __init__(self, record, state=None):
         super().__init__()
         self.record = record
+        self.state = state
         self._started = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -30,18 +38,7 @@ class EpochMetrics(keras.callbacks.Callback):
         metrics.pop("learning_rate", None)  # Keras adds it when a schedule is used
         metrics["learning_rate"] = current_learning_rate(self.model.optimizer)
         metrics["epoch_seconds"] = time.perf_counter() - self._started
-        self.record.epoch(epoch + 1, metrics)
-
-
-class SaveState(keras.callbacks.Callback):
-    """After every epoch (and after the checkpoints are written: it comes after them in
-    the callbacks), send the training state to the run (`record.save_state`), so that an
-    interrupted run can be resumed from any machine."""
-
-    def __init__(self, record, weights):
-        super().__init__()
-        self.record = record
-        self.weights = weights
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.record.save_state(epoch + 1, self.weights)
+        self.record.epoch(epoch + 1, metrics, send=self.state is None)
+        if self.state is not None:
+            self.record.save_state(epoch + 1, self.state)
+            self.record.send_pending()

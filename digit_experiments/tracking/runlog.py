@@ -101,19 +101,28 @@ class RunLog:
             self.run_id, tags=[RunTag(k, redact(str(v))) for k, v in tags.items()]
         )
 
-    def epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+    def epoch(self, epoch: int, metrics: dict[str, float], send: bool = True) -> None:
         """One epoch's metrics (step = epoch, counted from 1), kept for the curves too.
 
-        They go to metrics.json in the output directory first, then to the store. If the
-        store cannot take them (a tracking server gone away, after MLflow's own retries),
-        training goes on: they wait, and are sent with the next epoch that gets through,
-        or by `send_backlog` when training ends.
+        They go to metrics.json in the output directory first, then to the store (with
+        `send=False`: when `send_pending` is called). If the store cannot take them (a
+        tracking server gone away, after MLflow's own retries), training goes on: they
+        wait, and are sent with the next epoch that gets through, or by `send_backlog`
+        when training ends.
         """
         for key, value in metrics.items():
             self.history[key].append(float(value))
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.local_metrics.write_text(json.dumps(dict(self.history), indent=1))
         self.unsent.append((epoch, metrics))
+        if send:
+            self.send_pending()
+
+    def send_pending(self) -> None:
+        """Send the epochs not sent yet (see `epoch`)."""
+        if not self.unsent:
+            return
+        epoch = self.unsent[-1][0]
         backlog = len(self.unsent) > 1
         try:
             if backlog:
@@ -158,6 +167,18 @@ class RunLog:
             self.metrics(values, step=step)
             self.unsent.pop(0)
 
+    def resend_missing(self, epochs: int) -> None:
+        """A resumed run's epochs 1..`epochs` (its restored history) that the store does
+        not have: the run was stopped after its state was saved and before that epoch's
+        metrics were sent (see callback.EpochMetrics). Queued, sent with the next epoch."""
+        logged = {m.step for m in self.client.get_metric_history(self.run_id, "epoch_seconds")}
+        for step in range(1, epochs + 1):
+            if step not in logged:
+                values = {k: v[step - 1] for k, v in self.history.items() if len(v) >= step}
+                self.unsent.append((step, values))
+        self.unsent.sort(key=lambda item: item[0])
+        self.send_pending()
+
     def save_state(self, epoch: int, weights: Path) -> None:
         """After epoch `epoch`: the training state (`weights`: weights and optimizer
         variables), the best checkpoint when it changed, and the history so far, sent to
@@ -165,7 +186,7 @@ class RunLog:
         cannot take them is not waited for: training goes on, the next epoch tries again."""
         from digit_experiments.tracking import resume
 
-        if self.unsent:
+        if any(step < epoch for step, _ in self.unsent):
             return  # the store is away (metrics are waiting): don't wait on its retries
         progress = self.output_dir / resume.PROGRESS
         progress.write_text(json.dumps({"epoch": epoch, "history": dict(self.history)}))
