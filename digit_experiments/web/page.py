@@ -11,7 +11,6 @@ inference.Predictor (one per model, loaded once per process).
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 import time
 
@@ -21,7 +20,8 @@ import streamlit as st
 from streamlit_drawable_canvas import st_canvas
 
 from digit_experiments.errors import DigitsError, ImageError
-from digit_experiments.inference.predictor import Predictor
+from digit_experiments.inference.predictor import Predictor, decode_image
+from digit_experiments.inference.preprocess import MIN_CONTRAST
 from digit_experiments.web import models
 
 CANVAS = 280  # px: 10x MNIST's 28, big enough to draw with a finger
@@ -68,16 +68,14 @@ def canvas_picture(key: str) -> np.ndarray | None:
     # the page shows them (the model's preprocessing would put transparency on paper).
     rgba = pixels.astype(np.float32) / 255.0
     gray = rgba[..., :3].mean(axis=-1) * rgba[..., 3]
-    return gray if gray.max() > 0.1 else None
+    return gray if gray.max() > MIN_CONTRAST else None
 
 
 def uploaded_picture(upload) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
+    """The upload's pixels, read as `digits predict` reads a file."""
     try:
-        with Image.open(io.BytesIO(upload.getvalue())) as image:
-            return np.asarray(image.convert("L"))
-    except (UnidentifiedImageError, OSError) as e:
+        return decode_image(upload.getvalue())
+    except ImageError as e:
         raise ImageError(f"{upload.name} is not an image: upload a PNG or JPEG") from e
 
 
