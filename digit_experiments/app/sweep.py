@@ -30,6 +30,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from digit_experiments.app import finetune
 from digit_experiments.errors import TrackingUnavailable
 from digit_experiments.tracking import store
 from digit_experiments.tracking.redaction import redact, redact_logs
@@ -155,6 +156,7 @@ def finish_parent(uri: str, parent_id: str, sweep_dir: Path | None) -> str:
             client.log_figure(
                 parent_id, plots.sweep_comparison(finished), "comparison/test_accuracy.png"
             )
+        finetune.log_few_shot(client, parent_id)  # a sweep over data.per_class: its chart
         client.log_metric(parent_id, "jobs_total", len(rows))
         client.log_metric(parent_id, "jobs_failed", len(failed))
         top = compare.best(rows)
