@@ -249,7 +249,7 @@ def fit_and_evaluate(
     import numpy as np
 
     from digit_experiments.core import evaluate, models, pipeline, training
-    from digit_experiments.reporting import plots
+    from digit_experiments.reporting import describe, plots
     from digit_experiments.tracking.callback import EpochMetrics
 
     training.seed_everything(conf.trainer.seed, conf.trainer.deterministic)
@@ -333,6 +333,19 @@ def fit_and_evaluate(
     if source is not None:
         metrics.update(source.after(model, splits, y_pred, record))
     record.metrics(metrics)
+    # The run's description on its page in MLflow's UI: what it is and how it did, in one
+    # line (a sweep, when it ends, adds where the run stands in it).
+    outcome = {
+        "model": conf.model.name,
+        "optimizer": conf.optimizer.name,
+        "regularization": conf.regularization.name,
+        "status": "FINISHED",
+        "test_accuracy": metrics["test_accuracy"],
+        "test_f1_macro": metrics["test_f1_macro"],
+        "epochs": epochs_run,
+        "seconds": train_seconds,
+    }
+    record.tags({describe.NOTE_TAG: describe.run_line(outcome)})
     log.info(
         "test accuracy %.4f, macro F1 %.4f, %d epochs in %.0f s",
         metrics["test_accuracy"],
