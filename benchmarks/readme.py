@@ -8,8 +8,9 @@ Rewrites every block of the README between
 (the block's indentation follows its start marker, so a block can sit in a list item)
 and leaves every other line as it is. The blocks (see BLOCKS): `results` (accuracy per
 preset, from accuracy.json), `mlp_vs_cnn` (the sweep's comparison table), `sweep_parallel`
-(the parallel sweep, in "Sweeps"), `scale` (launchers and stores, in "Team scale") and
-`benchmarks` (one row per benchmark). A results
+(the parallel sweep, in "Sweeps"), `scale` (launchers and stores, in "Team scale"),
+`finetune` (fine-tuning on the UCI digits, in "Fine-tuning") and `benchmarks` (one row
+per benchmark). A results
 file that is not there gives "(not measured yet)". `--check` writes nothing and exits 1 (with a
 diff) if the README is not what this would make of it. `make readme` runs it.
 """
@@ -323,12 +324,58 @@ def benchmarks_block(results: dict) -> str:
     )
 
 
+def finetune_block(results: dict) -> str:
+    """Fine-tuning the MNIST champion on the UCI digits, per labelled images per class
+    (finetune.json)."""
+    data = results.get("finetune")
+    if not data:
+        return f"Measured by `benchmarks/finetune.py`: {NOT_YET}."
+    source, folder = data["source"], data["folder"]
+    rows = []
+    for job in data["jobs"]:
+        per_class = "all (`experiment=finetune`)" if job["per_class"] is None else job["per_class"]
+        rows.append(
+            [
+                per_class,
+                f"{job['n_train'] + job['n_val']:,}",
+                f"{job['baseline_test_accuracy']:.2%}",
+                f"**{job['test_accuracy']:.2%}**",
+                f"{job['baseline_mnist_test_accuracy']:.2%} -> {job['mnist_test_accuracy']:.2%}",
+                job["epochs_trained"],
+                f"{job['train_seconds']:.0f}",
+            ]
+        )
+    header = [
+        "labelled per digit (`data.per_class`)",
+        "pictures (train + val)",
+        "UCI test: before",
+        "after",
+        "MNIST test: before -> after",
+        "epochs",
+        "training s",
+    ]
+    return (
+        f"Measured by `benchmarks/finetune.py` on {data['machine']}: the seed CNN trained on "
+        f"MNIST (`{source['command']}`, {source['mnist_test_accuracy']:.2%} on MNIST's test "
+        "set) and promoted as the champion, then fine-tuned on the UCI handwritten digits "
+        "(scikit-learn's `load_digits`: 1,797 8x8 pictures by other writers, halved per "
+        f"digit into {folder['train']} train and {folder['test']} test pictures, written as "
+        f"a folder of PNGs) by `{data['command']}` ({duration(data['sweep_wall_seconds'])} "
+        "for the whole sweep). Each row is a recorded run: the champion on the UCI test half "
+        "before fine-tuning (`baseline_test_accuracy`), the fine-tuned model after "
+        "(`test_accuracy`), and both on MNIST's test set (`baseline_mnist_test_accuracy`, "
+        f"`mnist_test_accuracy`); the target for the full preset is {data['target']:.0%}.\n\n"
+        + table(header, rows)
+    )
+
+
 BLOCKS = {
     "results": results_block,
     "mlp_vs_cnn": mlp_vs_cnn_block,
     "sweep_parallel": sweep_parallel_block,
     "scale": scale_block,
     "benchmarks": benchmarks_block,
+    "finetune": finetune_block,
 }
 
 

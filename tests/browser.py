@@ -108,3 +108,47 @@ def stroke(page, target, points: list[tuple[float, float]], steps: int = 12) -> 
         for i in range(1, steps + 1):
             page.mouse.move(x0 + ax + (bx - ax) * i / steps, y0 + ay + (by - ay) * i / steps)
     page.mouse.up()
+
+
+# --- MLflow's UI ----------------------------------------------------------------------
+
+# From a row's name cell up to the element holding both grids (its values' cells too).
+_COMPARE_ROW_VALUES = """cell => {
+    let box = cell.parentElement;
+    for (let level = 0; box && level < 12; level++, box = box.parentElement) {
+        const same = [...box.querySelectorAll('[style]')].filter(
+            e => e !== cell && e.style.top === cell.style.top && !e.contains(cell)
+                && !cell.contains(e) && e.style.position === 'absolute');
+        if (same.length) {
+            return same.sort((a, b) => parseFloat(a.style.left) - parseFloat(b.style.left))
+                .map(e => e.innerText.trim());
+        }
+    }
+    return null;
+}"""
+
+
+def mlflow_compare_metric(page, key: str) -> list[str]:
+    """On MLflow's compare-runs page, the values of metric `key`, one per run, left to
+    right as the page shows the runs (its "Run Name:" row). MLflow 3 draws that table as
+    two virtualized grids, names and values, whose cells line up by their `top`: the
+    values are the cells at the name's height."""
+    name = page.get_by_role("link", name=key, exact=True).first  # a metric's name: a link
+    name.wait_for(timeout=TIMEOUT_MS)
+    values = name.locator("xpath=..").evaluate(_COMPARE_ROW_VALUES)
+    assert values is not None, f"no values beside {key!r} on {page.url}"
+    return values
+
+
+def close_mlflow_assistant(page, wait_ms: int = 3000) -> None:
+    """MLflow 3.17 opens its Assistant beside a page (a third of the width) until it is
+    closed once (the browser remembers); shut it for screenshots of the page itself.
+    Call it once the page's content is there."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    close = page.get_by_role("button", name="Close").first
+    try:
+        close.wait_for(timeout=wait_ms)
+    except PlaywrightTimeout:
+        return  # closed already
+    close.click()

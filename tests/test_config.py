@@ -65,7 +65,7 @@ OUT_OF_RANGE = [
     ("data.train_limit=-5", "data.train_limit must be >= 10"),
     ("data.test_limit=-1", "data.test_limit must be >= 10"),
     ("data.val_fraction=1.5", "data.val_fraction must be < 1.0"),
-    ("data.source=s3", "data.source must be one of [bundled, keras, path]"),
+    ("data.source=s3", "data.source must be one of [bundled, keras, path, folder]"),
     ("model.conv_filters=[32,0]", "model.conv_filters[1] must be >= 1"),
     ("model.activation=sigmoidal", "model.activation must be one of"),
     ("tracking.sample_predictions=0", "tracking.sample_predictions must be >= 1"),
@@ -191,7 +191,7 @@ CLI_MISTAKES = [
     ("optimizer.learning_rate=0", ["optimizer.learning_rate must be > 0.0"]),
     ("regularization.dense_dropout=1", ["regularization.dense_dropout must be < 1.0"]),
     ("data.val_fraction=1.5", ["data.val_fraction must be < 1.0"]),
-    ("data.source=s3", ["data.source must be one of [bundled, keras, path]"]),
+    ("data.source=s3", ["data.source must be one of [bundled, keras, path, folder]"]),
     ("tracking.sample_predictions=500", ["tracking.sample_predictions must be <= 100"]),
     ("+model.depth=3", ["model.depth is not a known key"]),
 ]

@@ -86,6 +86,11 @@ def test_run_finishes_with_a_name_and_tags(finished):
     tags = run.data.tags
     assert (tags["model"], tags["optimizer"], tags["regularization"]) == ("cnn", "adam", "dropout")
     assert "overrides" in tags
+    # Its description in MLflow's UI: what it is and how it did.
+    accuracy = 100 * run.data.metrics["test_accuracy"]
+    assert tags["mlflow.note.content"].startswith(
+        f"cnn, adam, dropout: {accuracy:.2f}% test accuracy, macro F1 "
+    )
 
 
 def test_params_are_the_whole_resolved_config(finished):

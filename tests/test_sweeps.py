@@ -16,6 +16,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from digit_experiments.app.help import CONF_DIR
+from digit_experiments.app.sweep import SWEEP_BEST, SWEEP_BEST_VALUE
+from digit_experiments.reporting.describe import NOTE_TAG
 
 from .conftest import clean_env, run_cli
 
@@ -74,7 +76,14 @@ def test_a_sweep_is_one_parent_with_a_child_per_job(tmp_path):
     assert {r["run_id"] for r in rows} == {c.info.run_id for c in children}
     best = max(children, key=lambda c: c.data.metrics["test_accuracy"])
     assert parent.data.params["best_run_id"] == best.info.run_id
-    assert parent.data.metrics["best_test_accuracy"] == best.data.metrics["test_accuracy"]
+    # In MLflow's UI: the jobs named by what differs, the parent's one metric named as no
+    # job's is (counts are tags), its description the table (tests/test_mlflow_ui.py
+    # follows it in a browser).
+    assert [c.info.run_name for c in children] == ["mlp #0", "cnn #1"]
+    assert parent.data.metrics == {SWEEP_BEST: best.data.metrics["test_accuracy"]}
+    assert (parent.data.tags["jobs_total"], parent.data.tags["jobs_failed"]) == ("2", "0")
+    assert "[Compare these runs in MLflow](#/compare-runs?runs=" in parent.data.tags[NOTE_TAG]
+    assert children[0].data.tags[NOTE_TAG].startswith("mlp, adam, none: ")
     artifacts = {f.path for f in client.list_artifacts(parent.info.run_id, "comparison")}
     assert artifacts >= {
         "comparison/jobs.csv",
@@ -120,7 +129,22 @@ def test_a_failed_job_is_recorded_and_does_not_lose_the_sweep(tmp_path):
     for refused in (children[1], children[3]):
         assert "trainer.epochs must be >= 1, got 0" in refused.data.tags["error"]
         assert "trainer.epochs=0" in refused.data.tags["overrides"]
-        assert refused.info.run_name == f"job #{refused.data.tags['hydra_job_num']} (refused)"
+        # Named by what differs within the sweep, and what happened to it.
+        num = refused.data.tags["hydra_job_num"]
+        assert refused.info.run_name.endswith(f" epochs=0 #{num} (refused)")
+        what = refused.info.run_name.split(" #")[0].replace("_", "\\_")  # as Markdown
+        assert refused.data.tags[NOTE_TAG].startswith(
+            f"{what}: FAILED: ConfigError: invalid config: trainer.epochs must be >= 1, got 0"
+        )
+    assert [c.info.run_name.split(" (")[0] for c in children] == [
+        "learning_rate=0.01 epochs=1 #0",
+        "learning_rate=0.01 epochs=0 #1",
+        "learning_rate=1e+06 epochs=1 #2",
+        "learning_rate=1e+06 epochs=0 #3",
+    ]
+    assert "FAILED: " in children[2].data.tags[NOTE_TAG]
+    assert (parent.data.tags["jobs_total"], parent.data.tags["jobs_failed"]) == ("4", "3")
+    assert "4 jobs, 3 failed" in parent.data.tags[NOTE_TAG]
     rows = _table(client, parent)
     assert [r["status"] for r in rows] == ["FINISHED", "FAILED", "FAILED", "FAILED"]
     # Every row comes from a run: nothing needed the jobs' folders on the driver's disk.
@@ -188,7 +212,15 @@ def test_optuna_trials_are_children_and_the_parent_has_the_best_parameters(tmp_p
         "best.regularization.l2",
     } <= params.keys()
     best_val = max(c.data.metrics["best_val_accuracy"] for c in children)
-    assert parent.data.metrics["best_value"] == pytest.approx(best_val)
+    assert parent.data.metrics[SWEEP_BEST_VALUE] == pytest.approx(best_val)
+    assert set(parent.data.metrics) == {SWEEP_BEST, SWEEP_BEST_VALUE}
+    # Each trial is named by its values; the parent's table has the search's objective.
+    for child in children:
+        assert "learning_rate=" in child.info.run_name and "batch_size=" in child.info.run_name
+        assert child.info.run_name.endswith(f" #{child.data.tags['hydra_job_num']}")
+    assert "6 trials, all finished" in parent.data.tags[NOTE_TAG]
+    assert "| val accuracy |" in parent.data.tags[NOTE_TAG]
+    assert "val accuracy 0." in parent.data.tags[NOTE_TAG]  # the trial Optuna chose
     # The trials really searched: not all the same learning rate.
     assert len({c.data.params["optimizer.learning_rate"] for c in children}) == 6
     artifacts = {f.path for f in client.list_artifacts(parent.info.run_id, "comparison")}

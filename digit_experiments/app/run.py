@@ -22,6 +22,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from digit_experiments.app import finetune
 from digit_experiments.app.runtime import Runtime, hydra_runtime
 from digit_experiments.core.config import Config, validate
 from digit_experiments.errors import (
@@ -165,6 +166,10 @@ def _tracked(cfg, conf: Config, runtime: Runtime | None, uri, root, output_dir, 
     params = flatten(OmegaConf.to_container(cfg, resolve=True))
     tags[resume.HASH_TAG] = resume.config_hash(params)
     client = store.client(uri)
+    # model.init_from: resolved, loaded and checked against the data before a run opens.
+    source = finetune.load_source(conf, splits, client, output_dir)
+    if source is not None:
+        tags.update(source.tags)
     if conf.tracking.skip_finished:
         done = resume.find_finished(client, [experiment_id], tags[resume.HASH_TAG])
         if done is not None:
@@ -191,7 +196,7 @@ def _tracked(cfg, conf: Config, runtime: Runtime | None, uri, root, output_dir, 
         record.text(OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml")
         for hydra_file in sorted((output_dir / ".hydra").glob("*.yaml")):
             record.text(hydra_file.read_text(), f"config/.hydra/{hydra_file.name}")
-        metrics = fit_and_evaluate(conf, record, output_dir, splits, state)
+        metrics = fit_and_evaluate(conf, record, output_dir, splits, state, source)
         for job_log in output_dir.glob("*.log"):
             record.text(job_log.read_text(errors="replace"), f"logs/{job_log.name}")
         return metrics
@@ -234,16 +239,17 @@ def _reuse(client, done, experiment_id, name, tags, parent) -> dict[str, float]:
 
 
 def fit_and_evaluate(
-    conf: Config, record, output_dir: Path, splits, state=None
+    conf: Config, record, output_dir: Path, splits, state=None, source=None
 ) -> dict[str, float]:
     """The steps of a run, in order: seed, data, model, fit, evaluate, report. `state`:
-    a resumed run's (tracking.resume.State), training continues after its epoch."""
+    a resumed run's (tracking.resume.State), training continues after its epoch.
+    `source`: model.init_from's network (app.finetune.Source), to fine-tune."""
     import shutil
 
     import numpy as np
 
     from digit_experiments.core import evaluate, models, pipeline, training
-    from digit_experiments.reporting import plots
+    from digit_experiments.reporting import describe, plots
     from digit_experiments.tracking.callback import EpochMetrics
 
     training.seed_everything(conf.trainer.seed, conf.trainer.deterministic)
@@ -251,9 +257,14 @@ def fit_and_evaluate(
         _log_datasets(record, splits)
     log.info("data: %s from %s", splits.sizes(), splits.source)
 
-    model = models.build_model(
-        conf.model, conf.regularization, splits.image_shape, splits.num_classes
-    )
+    if source is None:
+        model = models.build_model(
+            conf.model, conf.regularization, splits.image_shape, splits.num_classes
+        )
+    else:  # fine-tuning: the source's layers, its baseline first, its learning rate
+        model = source.network(conf, splits, record)
+        source.before(splits, record)
+        conf = source.conf(conf)
     steps_per_epoch = -(-len(splits.y_train) // conf.trainer.batch_size)
     training.compile_model(model, conf, steps_per_epoch)
     record.params(
@@ -319,7 +330,22 @@ def fit_and_evaluate(
         best_epoch=int(max(range(len(val_accuracy)), key=val_accuracy.__getitem__)) + 1,
         best_val_accuracy=max(val_accuracy),
     )
+    if source is not None:
+        metrics.update(source.after(model, splits, y_pred, record))
     record.metrics(metrics)
+    # The run's description on its page in MLflow's UI: what it is and how it did, in one
+    # line (a sweep, when it ends, adds where the run stands in it).
+    outcome = {
+        "model": conf.model.name,
+        "optimizer": conf.optimizer.name,
+        "regularization": conf.regularization.name,
+        "status": "FINISHED",
+        "test_accuracy": metrics["test_accuracy"],
+        "test_f1_macro": metrics["test_f1_macro"],
+        "epochs": epochs_run,
+        "seconds": train_seconds,
+    }
+    record.tags({describe.NOTE_TAG: describe.run_line(outcome)})
     log.info(
         "test accuracy %.4f, macro F1 %.4f, %d epochs in %.0f s",
         metrics["test_accuracy"],
@@ -356,9 +382,9 @@ def _log_datasets(record, splits) -> None:
     import numpy as np
 
     for context, name, x, y in (
-        ("training", "mnist-train", splits.x_train, splits.y_train),
-        ("validation", "mnist-val", splits.x_val, splits.y_val),
-        ("testing", "mnist-test", splits.x_test, splits.y_test),
+        ("training", f"{splits.name}-train", splits.x_train, splits.y_train),
+        ("validation", f"{splits.name}-val", splits.x_val, splits.y_val),
+        ("testing", f"{splits.name}-test", splits.x_test, splits.y_test),
     ):
         # MLflow's own digest hashes only the first few thousand values; hash all of it
         # (through the arrays' buffers: no copies of the 170 MB of training images).
@@ -366,3 +392,4 @@ def _log_datasets(record, splits) -> None:
         digest.update(np.ascontiguousarray(y).data)
         digest = digest.hexdigest()[:16]
         record.dataset(x, y, name=name, source=splits.source, digest=digest, context=context)
+    finetune.log_folder_data(record, splits)  # data.source=folder: digest, counts, test split

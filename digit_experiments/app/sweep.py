@@ -30,6 +30,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from digit_experiments.app import finetune
 from digit_experiments.errors import TrackingUnavailable
 from digit_experiments.tracking import store
 from digit_experiments.tracking.redaction import redact, redact_logs
@@ -38,6 +39,10 @@ log = logging.getLogger(__name__)
 
 PARENT_OVERRIDE = "tracking.parent_run_id"
 URI_OVERRIDE = "tracking.uri"
+# The parent's metrics: what a user charts across sweeps (a job's are test_accuracy,
+# best_val_accuracy, ...; the sweep's say `sweep_`).
+SWEEP_BEST = "sweep_best_test_accuracy"
+SWEEP_BEST_VALUE = "sweep_best_value"  # Optuna's best objective (best validation accuracy)
 LOST_JOB = (
     "lost: the job's process died before it could end its run (a worker killed, out of "
     "memory, a node gone); trainer.resume=auto continues it from its last checkpoint"
@@ -60,6 +65,7 @@ class MlflowSweepCallback(Callback):
         # learn's, through joblib) fails, which would leave the parent RUNNING.
         importlib.import_module("digit_experiments.reporting.plots")
         importlib.import_module("digit_experiments.reporting.compare")
+        importlib.import_module("digit_experiments.reporting.describe")
         redact_logs()  # Hydra logs every job's overrides, tracking.uri included
         root = Path.cwd()
         self.uri = store.resolve_tracking_uri(config.tracking.uri, root)
@@ -74,12 +80,18 @@ class MlflowSweepCallback(Callback):
         self.sweep_dir = Path(config.hydra.sweep.dir).resolve()
         overrides = list(config.hydra.overrides.task)
         client = store.client(self.uri)
-        name = redact(sweep_name(overrides))
+        # A preset's own swept values (hydra.sweeper.params of the basic sweeper: the
+        # mlp_vs_cnn preset's model=mlp,cnn) are part of what the sweep is. Optuna's are
+        # search spaces, not values: its name stays the overrides typed.
+        sweeper = OmegaConf.select(config, "hydra.sweeper._target_", default="") or ""
+        params = OmegaConf.select(config, "hydra.sweeper.params", default=None)
+        swept = params if sweeper.endswith("BasicSweeper") and params else None
+        name = redact(sweep_name(overrides, swept))
         tags = {
             "sweep": "true",
             "sweep_overrides": redact(" ".join(overrides)),
             "sweep_dir": str(self.sweep_dir),
-            "sweeper": OmegaConf.select(config, "hydra.sweeper._target_", default="") or "",
+            "sweeper": sweeper,
             "launcher": OmegaConf.select(config, "hydra.launcher._target_", default="") or "",
             **provenance.tags(),
         }
@@ -127,9 +139,15 @@ def quoted(value: str) -> str:
     return f"'{value}'"
 
 
-def sweep_name(overrides: list[str]) -> str:
-    """A readable name for the sweep: its swept overrides, e.g. `sweep model=mlp,cnn`."""
+def sweep_name(overrides: list[str], params=None) -> str:
+    """A readable name for the sweep: its swept overrides, e.g. `sweep model=mlp,cnn`,
+    and those a preset sweeps (`params`, hydra.sweeper.params) after the preset's name:
+    `sweep experiment=mlp_vs_cnn model=mlp,cnn`."""
     swept = [o for o in overrides if "," in o or "glob(" in o or "range(" in o]
+    swept += [f"{key}={value}" for key, value in (params or {}).items()]
+    if swept:
+        chosen = [o for o in overrides if o.startswith("experiment=") and o not in swept]
+        swept = chosen + swept
     return "sweep " + " ".join(swept or overrides or ["(defaults)"])
 
 
@@ -155,24 +173,78 @@ def finish_parent(uri: str, parent_id: str, sweep_dir: Path | None) -> str:
             client.log_figure(
                 parent_id, plots.sweep_comparison(finished), "comparison/test_accuracy.png"
             )
-        client.log_metric(parent_id, "jobs_total", len(rows))
-        client.log_metric(parent_id, "jobs_failed", len(failed))
+        finetune.log_few_shot(client, parent_id)  # a sweep over data.per_class: its chart
+        # Counts are tags: as metrics they would be charts of the parent alone in the
+        # sweep's chart view, among the charts that compare the jobs. The one metric kept
+        # (SWEEP_BEST) is the one to chart across sweeps, named as no job's metric is.
+        client.set_tag(parent_id, "jobs_total", str(len(rows)))
+        client.set_tag(parent_id, "jobs_failed", str(len(failed)))
         top = compare.best(rows)
         if top is not None:
             client.log_param(parent_id, "best_run_id", top["run_id"])
             client.set_tag(parent_id, "best_run_id", top["run_id"])
             client.set_tag(parent_id, "best_overrides", top["overrides"] or "")
-            for metric in ("test_accuracy", "test_f1_macro", "best_val_accuracy"):
-                if top[metric] is not None:
-                    client.log_metric(parent_id, f"best_{metric}", top[metric])
+            client.log_metric(parent_id, SWEEP_BEST, top["test_accuracy"])
         if sweep_dir is not None:
             _log_optuna_results(client, parent_id, sweep_dir, rows)
+        try:
+            describe_in_ui(client, parent, rows, top, uri)
+        except Exception as e:  # noqa: BLE001 - names and notes must not lose the sweep
+            log.warning("could not write the sweep's descriptions: %s", redact(str(e))[:300])
         if failed:
             client.set_tag(parent_id, "failed_jobs", ", ".join(str(r["job"]) for r in failed))
     finally:
         client.set_terminated(parent_id, status)
     log.info("sweep %s: %d jobs, %d failed -> %s", parent_id, len(rows), len(failed), status)
     return status
+
+
+def describe_in_ui(client, parent, rows: list[dict], best: dict | None, uri: str) -> None:
+    """What MLflow's UI shows of the sweep, for someone who opens it: each job named by
+    what differs within the sweep (`cnn #1`), in the runs table, the charts' legends and
+    the compare page; each job's description one line of what it is and how it did; the
+    parent's description the comparison table, every job linked, and a link to MLflow's
+    page that compares them side by side."""
+    from digit_experiments.reporting import compare, describe
+    from digit_experiments.tracking import search
+
+    base = describe.ui_base(uri)
+    experiment_id = parent.info.experiment_id
+    parent_url = describe.run_url(base, experiment_id, parent.info.run_id)
+    runs = {run.info.run_id: run for run in search.children(client, parent)}
+    optuna = "optuna" in parent.data.tags.get("sweeper", "").lower()
+    what = "trial" if optuna else "job"
+    differs = describe.differing(rows)
+    names = {}
+    for row in rows:
+        run = runs.get(row["run_id"])
+        if run is None:  # failed before it could open a run: a row only
+            continue
+        own = differs.get(row["job"], [])
+        names[row["run_id"]] = redact(renamed(run.info.run_name or "", own, row["job"]))
+        if names[row["run_id"]] != run.info.run_name:
+            client.update_run(row["run_id"], name=names[row["run_id"]])
+        error = run.data.tags.get("error")
+        line = describe.member_line(
+            row, own, error, parent.info.run_name or "sweep", parent_url, row is best, what
+        )
+        client.set_tag(row["run_id"], describe.NOTE_TAG, redact(line))
+    objective = None
+    if optuna:  # what the search maximised (the app returns it), and the trial it chose
+        objective = ("best_val_accuracy", "val accuracy", compare.best(rows, "best_val_accuracy"))
+    text = describe.summary(rows, names, experiment_id, base, best, objective, what)
+    client.set_tag(parent.info.run_id, describe.NOTE_TAG, redact(text))
+
+
+def renamed(name: str, differs: list[str], job: int | None) -> str:
+    """A job's run name as what differs within its sweep and its number (`cnn #1`). What
+    the job named itself (`cnn-adam-dropout #1`) stays where nothing differs, and so does
+    what happened to it (` (refused)`, ` (reused)`)."""
+    from digit_experiments.reporting import describe
+
+    found = re.fullmatch(r"(.*?)(?: #\d+)?( \((?:refused|reused)\))?", name)
+    own, outcome = found.group(1), found.group(2) or ""
+    return describe.run_name(differs, job, fallback=own or "job") + outcome
 
 
 def end_lost_jobs(client, parent) -> None:
@@ -200,7 +272,7 @@ def _log_optuna_results(client, parent_id: str, sweep_dir: Path, rows) -> None:
     for key, value in (results.get("best_params") or {}).items():
         client.log_param(parent_id, f"best.{key}", value)
     if results.get("best_value") is not None:
-        client.log_metric(parent_id, "best_value", float(results["best_value"]))
+        client.log_metric(parent_id, SWEEP_BEST_VALUE, float(results["best_value"]))
     values = [r["best_val_accuracy"] for r in rows if r["best_val_accuracy"] is not None]
     if values:
         client.log_figure(

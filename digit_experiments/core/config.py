@@ -21,6 +21,7 @@ from omegaconf import MISSING, DictConfig
 
 from digit_experiments.core import models
 from digit_experiments.core.schema import check, spec
+from digit_experiments.errors import ConfigError
 
 MONITORS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
@@ -31,11 +32,17 @@ MONITORS = ("loss", "accuracy", "val_loss", "val_accuracy")
 @dataclass
 class DataConfig:
     # bundled: the MNIST IDX files shipped in the package (offline, checksummed);
-    # keras: keras.datasets.mnist (downloads once into ~/.keras); path: `path` below.
-    source: str = spec("bundled", choices=("bundled", "keras", "path"))
-    # A directory holding the four IDX files (.gz or not), or an .npz with
-    # x_train, y_train, x_test, y_test. Only read when source=path.
+    # keras: keras.datasets.mnist (downloads once into ~/.keras); path: `path` below;
+    # folder: a folder of pictures, train/<digit>/*, test/<digit>/* (core/folder.py).
+    source: str = spec("bundled", choices=("bundled", "keras", "path", "folder"))
+    # source=path: a directory holding the four IDX files (.gz or not), or an .npz with
+    # x_train, y_train, x_test, y_test. source=folder: the folder of pictures.
     path: str | None = None
+    # source=folder: accept a split without a folder (or pictures) for some digit.
+    allow_missing_classes: bool = False
+    # Labelled training images per class (before the validation split), seeded; null =
+    # all. The few-shot sweeps: data.per_class=5,20,100,null.
+    per_class: int | None = spec(None, ge=1)
     # Refuse files whose uncompressed content differs from the published MNIST.
     # Turn off to train on other data in MNIST's format.
     verify_checksums: bool = True
@@ -183,6 +190,32 @@ class TrainerConfig:
     resume: str | None = None
 
 
+# --- fine-tuning ----------------------------------------------------------------------
+
+
+FREEZE_CHOICES = ("none", "features")
+
+
+@dataclass
+class FinetuneConfig:
+    """How a network given by model.init_from is trained further (ignored without it)."""
+
+    # none: train every layer; features: everything but the dense head (the layers
+    # after the last conv/flatten layer); N: the network's first N layers (0 = none).
+    freeze: str = "none"
+    # The learning rate when fine-tuning (null: optimizer.learning_rate).
+    learning_rate: float | None = spec(None, gt=0.0)
+
+    def __post_init__(self) -> None:
+        text = str(self.freeze).strip()
+        if text not in FREEZE_CHOICES and not text.isdigit():
+            raise ConfigError(
+                f"invalid config:\n  finetune.freeze must be none, features or a number of "
+                f"layers (0 or more), got {self.freeze!r}"
+            )
+        self.freeze = text
+
+
 # --- tracking -------------------------------------------------------------------------
 
 
@@ -220,6 +253,7 @@ class Config:
     regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
 
 # Schemas live in their own `schema/` group so they do not show up as options in --help;
@@ -237,6 +271,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "regularization": {"base": RegularizationConfig},
     "trainer": {"base": TrainerConfig},
     "tracking": {"base": TrackingConfig},
+    "finetune": {"base": FinetuneConfig},
 }
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -57,6 +57,10 @@ class Splits:
     y_test: np.ndarray
     source: str  # a path or URI, shown as the dataset's source in MLflow
     num_classes: int = DIGITS
+    # What the run names its datasets (<name>-train, ...): mnist, or the folder's name.
+    name: str = "mnist"
+    # source=folder: the folder's digest, file and per-digit counts (core.folder).
+    details: dict = field(default_factory=dict)
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test)}
@@ -298,23 +302,89 @@ def to_model_input(images: np.ndarray) -> np.ndarray:
     return to_unit_range(images)[..., np.newaxis]
 
 
+def per_class_indices(labels: np.ndarray, per_class: int | None, seed: int) -> np.ndarray:
+    """Indices of at most `per_class` images of every class (all of a class that has
+    fewer), seeded; sorted. None: every index."""
+    if per_class is None:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    chosen = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in np.unique(labels)]
+    return np.sort(np.concatenate(chosen))
+
+
 def load(cfg: DataConfig, seed: int) -> Splits:
     """The train/validation/test arrays a run uses, from the configured source.
     Bad data is refused here (DataError), before anything else of a run happens."""
+    if cfg.source == "folder":
+        return _load_folder(cfg, seed)
     arrays, source, names = load_arrays(cfg)
     arrays = check_arrays(arrays, names)
-    x_all, y_all = arrays["train_images"], arrays["train_labels"]
-    x_test, y_test = arrays["test_images"], arrays["test_labels"]
+    return make_splits(
+        arrays["train_images"],
+        arrays["train_labels"],
+        arrays["test_images"],
+        arrays["test_labels"],
+        cfg,
+        seed,
+        source,
+    )
 
-    pool = balanced_indices(y_all, cfg.train_limit, seed)
-    train_idx, val_idx = stratified_split(y_all[pool], cfg.val_fraction, seed)
+
+def make_splits(x_all, y_all, x_test, y_test, cfg: DataConfig, seed: int, source: str, **kw):
+    """Splits from checked arrays: data.per_class and data.train_limit narrow the
+    training images, a stratified seeded split holds validation out of them (unless
+    `val=(x, y)` is given), data.test_limit slices the test images. `kw`: Splits' own."""
+    val = kw.pop("val", None)
+    pool = per_class_indices(y_all, cfg.per_class, seed)
+    pool = pool[balanced_indices(y_all[pool], cfg.train_limit, seed)]
+    if val is None:
+        train_idx, val_idx = stratified_split(y_all[pool], cfg.val_fraction, seed)
+        x_val, y_val = x_all[pool][val_idx], y_all[pool][val_idx]
+        if len(y_val) == 0:
+            raise DataError(
+                f"{source}: data.val_fraction={cfg.val_fraction} of {len(pool)} training "
+                "images leaves none for validation; give more images (data.per_class, "
+                "data.train_limit) or a larger data.val_fraction"
+            )
+    else:
+        train_idx = np.random.default_rng(seed).permutation(len(pool))
+        x_val, y_val = val
     test_idx = balanced_indices(y_test, cfg.test_limit, seed)
     return Splits(
         x_train=to_model_input(x_all[pool][train_idx]),
         y_train=y_all[pool][train_idx],
-        x_val=to_model_input(x_all[pool][val_idx]),
-        y_val=y_all[pool][val_idx],
+        x_val=to_model_input(x_val),
+        y_val=y_val,
         x_test=to_model_input(x_test[test_idx]),
         y_test=y_test[test_idx],
         source=source,
+        **kw,
+    )
+
+
+def _load_folder(cfg: DataConfig, seed: int) -> Splits:
+    """data.source=folder (core.folder): the run's Splits, with the folder's digest and
+    file and per-digit counts in `details`."""
+    from digit_experiments.core.folder import read_folder
+
+    if cfg.path is None:
+        raise DataError("data.path must be set when data.source=folder")
+    found = read_folder(Path(cfg.path), cfg.allow_missing_classes)
+    val = (found.images["val"], found.labels["val"]) if "val" in found.images else None
+    return make_splits(
+        found.images["train"],
+        found.labels["train"],
+        found.images["test"],
+        found.labels["test"],
+        cfg,
+        seed,
+        str(found.root),
+        val=val,
+        name=found.root.name or "folder",
+        details={
+            "digest": found.digest,
+            "files": found.files,
+            "pictures_per_digit": {split: found.counts(split) for split in found.labels},
+            "val": "folder" if val is not None else f"split from train ({cfg.val_fraction})",
+        },
     )

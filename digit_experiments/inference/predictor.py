@@ -16,9 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
+from digit_experiments.core import preprocess
+from digit_experiments.core.preprocess import decode_image, read_image
 from digit_experiments.errors import ImageError, ModelError
-from digit_experiments.inference import preprocess
 from digit_experiments.inference.loading import load_model
+
+# read_image, decode_image: an image file's pixels (core.preprocess), named here too.
+__all__ = ["PictureFile", "Prediction", "Predictor", "decode_image", "read_image", "read_pictures"]
 
 BATCH = 256
 
@@ -121,30 +125,3 @@ def read_pictures(files) -> list[PictureFile]:
             raise ImageError(f"{file}: cannot read it as a .npy array ({e})") from e
         pictures.append(PictureFile(file, array, is_batch=True))
     return pictures
-
-
-def read_image(file: Path) -> np.ndarray:
-    try:
-        return _pixels(file)
-    except ImageError as e:
-        raise ImageError(f"{file}: not an image file (PNG, JPEG, ...) or a .npy array") from e
-
-
-def decode_image(data: bytes) -> np.ndarray:
-    """The pixels of an image file's bytes (PNG, JPEG, ...), as `read_image` reads a file."""
-    import io
-
-    return _pixels(io.BytesIO(data))
-
-
-def _pixels(source) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(source) as image:
-            image.load()
-            if image.mode not in ("L", "RGB", "RGBA"):
-                image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
-            return np.asarray(image)
-    except (UnidentifiedImageError, OSError) as e:
-        raise ImageError("not an image file (PNG, JPEG, ...)") from e

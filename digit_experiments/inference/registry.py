@@ -2,8 +2,12 @@
 
 Registry stages are deprecated in MLflow 3, so promotion uses aliases: `champion` is
 the version to serve; a candidate that does not beat it becomes `challenger`. Both are
-compared on the same data, the full MNIST test set (bundled), by loading each model and
-evaluating it here, so that runs made on different test slices are compared fairly.
+compared on the same data, by loading each model and evaluating it here, so that runs
+made on different test slices are compared fairly: the full MNIST test set (bundled)
+for a run trained on MNIST, as always; for a run trained on a folder of pictures
+(data.source=folder, a fine-tuned model), that run's own test split, which it logged
+(data/test_split.npz): a model made for other digits is judged on those digits, and
+the champion it is to replace is judged on the same images.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from digit_experiments.errors import RegistryError
-from digit_experiments.tracking import search
+from digit_experiments.tracking import lineage, search
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +28,19 @@ DEFAULT_NAME = "mnist-digit-classifier"
 CHAMPION, CHALLENGER = "champion", "challenger"
 # Metrics that are re-computed on the full test set for both models.
 TEST_METRICS = ("test_accuracy", "test_f1_macro", "test_precision_macro", "test_recall_macro")
+# A fine-tuned run's lineage metrics, copied to its version's tags too.
+FINETUNE_METRICS = ("baseline_test_accuracy", "mnist_test_accuracy")
+MNIST_TEST = "the MNIST test set (10,000 images)"
+
+
+@dataclass
+class Evaluation:
+    """The images a promotion compares models on, and what to call them."""
+
+    x: object  # (N, 28, 28, 1) float32
+    y: object
+    description: str
+    mnist: bool  # the full MNIST test set (else a run's own test split)
 
 
 @dataclass
@@ -42,6 +59,8 @@ class Plan:
     action: str = ""  # "champion", "challenger" or "none"
     reason: str = ""
     notes: list[str] = field(default_factory=list)
+    evaluated_on: str = MNIST_TEST
+    on_mnist: bool = True
 
 
 def candidate_runs(
@@ -121,12 +140,23 @@ def plan_promotion(
     ):
         plan.existing_version = version.version
     champion = _version_by_alias(client, name, CHAMPION)
-    plan.candidate_score = score(f"models:/{model_id}", best, metric)
+    evaluation = evaluation_set(client, best) if metric in TEST_METRICS else None
+    if evaluation is not None:
+        plan.evaluated_on, plan.on_mnist = evaluation.description, evaluation.mnist
+        if not evaluation.mnist and name == DEFAULT_NAME:
+            plan.notes.append(
+                f"note: run {best.info.run_id} was trained on a folder of pictures and is "
+                f"compared on its test split, not MNIST's; --name NAME keeps it apart from "
+                f"{DEFAULT_NAME}"
+            )
+    plan.candidate_score = score(f"models:/{model_id}", best, metric, evaluation)
     if champion is not None:
         plan.champion_version = champion.version
         plan.champion_run_id = champion.run_id
         champion_run = client.get_run(champion.run_id)
-        plan.champion_score = score(f"models:/{name}/{champion.version}", champion_run, metric)
+        plan.champion_score = score(
+            f"models:/{name}/{champion.version}", champion_run, metric, evaluation
+        )
 
     if champion is not None and champion.run_id == best.info.run_id:
         plan.action, plan.reason = "none", f"run {best.info.run_id} is already {CHAMPION}"
@@ -153,18 +183,46 @@ def plan_promotion(
     return plan
 
 
-def score(model_uri: str, run: Run, metric: str) -> float:
-    """`metric` for a model: test metrics re-computed on the full MNIST test set; any other
-    metric as the run logged it."""
+def score(model_uri: str, run: Run, metric: str, evaluation: Evaluation | None = None) -> float:
+    """`metric` for a model: test metrics re-computed on `evaluation`'s images (default:
+    the full MNIST test set); any other metric as the run logged it."""
     if metric not in TEST_METRICS:
         return float(run.data.metrics[metric])
-    from digit_experiments.core import data, evaluate
+    from digit_experiments.core import evaluate
     from digit_experiments.inference.predictor import Predictor
+
+    evaluation = evaluation or mnist_evaluation()
+    predicted = Predictor.load(model_uri).probabilities(evaluation.x).argmax(axis=1)
+    return evaluate.classification_metrics(evaluation.y, predicted)[metric]
+
+
+def mnist_evaluation() -> Evaluation:
+    from digit_experiments.core import data
 
     arrays = data.load_idx_dir(data.bundled_dir())
     x_test = data.to_model_input(arrays["test_images"])
-    predicted = Predictor.load(model_uri).probabilities(x_test).argmax(axis=1)
-    return evaluate.classification_metrics(arrays["test_labels"], predicted)[metric]
+    return Evaluation(x_test, arrays["test_labels"], MNIST_TEST, mnist=True)
+
+
+def evaluation_set(client: MlflowClient, run: Run) -> Evaluation:
+    """What to compare `run`'s model and the champion on: the full MNIST test set, or,
+    for a run trained on a folder of pictures, the test split that run logged."""
+    if run.data.params.get("data.source") != "folder":
+        return mnist_evaluation()
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory(prefix="digits-promote-") as tmp:
+        split = lineage.load_test_split(client, run.info.run_id, Path(tmp))
+    if split is None:
+        raise RegistryError(
+            f"run {run.info.run_id} was trained on a folder of pictures but has no "
+            f"{lineage.TEST_SPLIT} to compare models on"
+        )
+    x, y = split
+    folder = run.data.params.get("data.path", "a folder")
+    description = f"the test split of run {run.info.run_id} ({len(y):,} images of {folder})"
+    return Evaluation(x, y, description, mnist=False)
 
 
 def apply(client: MlflowClient, plan: Plan) -> str | None:
@@ -182,11 +240,16 @@ def apply(client: MlflowClient, plan: Plan) -> str | None:
         "optimizer": run.data.tags.get("optimizer", ""),
         "regularization": run.data.tags.get("regularization", ""),
         "overrides": run.data.tags.get("overrides", ""),
-        "evaluated_on": "MNIST test set (10,000 images)",
-        f"full_test_{plan.metric}": f"{plan.candidate_score:.4f}",
+        "evaluated_on": plan.evaluated_on,
+        # full_test_*: on all of MNIST's test set (what the web app shows); split_test_*:
+        # on a folder run's own test split.
+        f"{'full' if plan.on_mnist else 'split'}_test_{plan.metric}": f"{plan.candidate_score:.4f}",
         "promotion": plan.reason,
     }
-    for key in TEST_METRICS:
+    for key in ("finetune.source_uri", "finetune.source_name", "finetune.source_version"):
+        if key in run.data.tags:
+            tags[key] = run.data.tags[key]
+    for key in TEST_METRICS + FINETUNE_METRICS:
         if key in run.data.metrics:
             tags[key] = f"{run.data.metrics[key]:.4f}"
     for key, value in tags.items():
@@ -196,7 +259,7 @@ def apply(client: MlflowClient, plan: Plan) -> str | None:
         version,
         description=(
             f"{run.info.run_name} (run {run.info.run_id}): {plan.metric} "
-            f"{plan.candidate_score:.4f} on the MNIST test set. {plan.reason}."
+            f"{plan.candidate_score:.4f} on {plan.evaluated_on}. {plan.reason}."
         ),
     )
     client.set_registered_model_alias(plan.name, plan.action, version)
@@ -226,7 +289,7 @@ def describe(plan: Plan) -> str:
     run = plan.run
     lines = [
         f"candidate: run {run.info.run_id} ({run.info.run_name}), {plan.metric} "
-        f"{plan.candidate_score:.4f} on the full MNIST test set",
+        f"{plan.candidate_score:.4f} on {plan.evaluated_on}",
         f"{CHAMPION}: "
         + (
             f"version {plan.champion_version} (run {plan.champion_run_id}), "

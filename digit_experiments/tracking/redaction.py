@@ -18,7 +18,11 @@ import sys
 # Hydra prints a sweep's overrides with ':' escaped (http\://user\:pass@...), and in a
 # failed job's message as a list's repr (http\\://...): allow any backslashes. A path
 # made of a URI loses a slash (pathlib: s3:/user:pw@bucket): one slash is enough.
-_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*\\*:/{1,2})[^/@\s]+@")
+# MLflow's models:/NAME@ALIAS names a registered model's alias, not a user: left alone
+# (a scheme starts a word, so `odels:/` inside it is no scheme either).
+_USERINFO = re.compile(
+    r"(?<![a-zA-Z0-9+.-])(?P<scheme>(?!models\\*:)[a-zA-Z][a-zA-Z0-9+.-]*\\*:/{1,2})[^/@\s]+@"
+)
 _SECRET_NAMES = re.compile(r"(PASSWORD|TOKEN|SECRET|SECRET_ACCESS_KEY)$")
 MASK = "***"
 

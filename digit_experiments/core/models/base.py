@@ -29,6 +29,10 @@ ACTIVATIONS = ("relu", "gelu", "elu", "selu", "swish", "tanh")
 class ModelSpec:
     # The option's name (conf/model/<name>.yaml); validate() checks it matches the schema.
     name: str = MISSING
+    # Start from a trained network instead of building this one (fine-tuning): any model
+    # URI or file (models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/PATH, a .h5 or
+    # .keras file). Its layers replace this option's architecture; see app/finetune.py.
+    init_from: str | None = None
 
     # Filled in for each subclass: option name -> schema class.
     registry: ClassVar[dict[str, type[ModelSpec]]] = {}
