@@ -256,3 +256,90 @@ def test_pipeline_and_xla_options_train_as_well(tmp_path, options, recwarn):
     run = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").search_runs(["1"])[0]
     key, value = options[0].split("=")
     assert run.data.params[key] == value.replace("true", "True")
+
+
+def _capture_models(monkeypatch) -> list:
+    built, build = [], models.build_model
+
+    def capture(*args):
+        built.append(build(*args))
+        return built[-1]
+
+    monkeypatch.setattr(models, "build_model", capture)
+    return built
+
+
+def test_ema_checkpoints_and_ships_the_averaged_weights(tmp_path):
+    """trainer.ema: the best checkpoint (and so the test metrics and the logged model)
+    holds the optimizer's moving average of the weights, while the state kept for a
+    resume holds the trained weights themselves, with the averages among its optimizer
+    variables."""
+    out = tmp_path / "out"
+    cfg = small_cfg(
+        tmp_path,
+        "model=mlp",
+        "trainer.epochs=1",
+        "trainer.ema=0.9",
+        "tracking.log_model=false",
+    )
+    metrics = train(cfg, output_dir=out)
+    assert metrics["test_accuracy"] > 0.7
+    best = keras.models.load_model(out / "mlp_best_model.h5", compile=False)
+
+    # The resume state: a fresh network with the same optimizer, loaded as resume does.
+    conf = validate(cfg)
+    fresh = models.build_model(conf.model, conf.regularization, (28, 28, 1), 10)
+    from digit_experiments.core import training
+    from digit_experiments.tracking import resume
+
+    training.compile_model(fresh, conf, steps_per_epoch=1)
+    fresh.optimizer.build(fresh.trainable_variables)
+    fresh.load_weights(out / resume.WEIGHTS)
+    averages = [np.asarray(v) for v in fresh.optimizer._model_variables_moving_average]
+    trained = [np.asarray(v) for v in fresh.trainable_variables]
+    shipped = [np.asarray(v) for v in best.trainable_variables]
+    assert len(averages) == len(shipped) == len(trained)
+    for average, ship in zip(averages, shipped):
+        np.testing.assert_allclose(ship, average, rtol=1e-6, atol=1e-7)
+    # Averaging changed the weights: the shipped ones are not the last trained ones.
+    assert max(float(np.abs(a - t).max()) for a, t in zip(shipped, trained)) > 1e-4
+    run = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").search_runs(["1"])[0]
+    assert run.data.params["trainer.ema"] == "0.9"
+
+
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_trains_on_cpu_with_float32_probabilities(tmp_path, monkeypatch, precision):
+    built = _capture_models(monkeypatch)
+    cfg = small_cfg(tmp_path, "model=cnn", "trainer.epochs=1", f"trainer.precision={precision}")
+    try:
+        metrics = train(cfg, output_dir=tmp_path / "out")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert metrics["test_accuracy"] > 0.7
+    (model,) = built
+    assert model.get_layer("conv_1").compute_dtype == precision.removeprefix("mixed_")
+    assert model.get_layer("conv_1").variable_dtype == "float32"
+    assert model.get_layer("predictions").compute_dtype == "float32"
+    # The shipped model answers in float32 wherever it is loaded.
+    loaded = mlflow.keras.load_model(f"runs:/{_only_run(tmp_path).info.run_id}/model")
+    assert loaded.predict(np.zeros((1, 28, 28, 1), "float32"), verbose=0).dtype == np.float32
+
+
+def test_a_run_after_a_mixed_precision_run_is_float32_again(tmp_path, monkeypatch):
+    """Keras' precision policy is global to the process; a sweep's next job must not
+    inherit the previous job's."""
+    built = _capture_models(monkeypatch)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        cfg = small_cfg(tmp_path, "model=mlp", "trainer.epochs=1", "tracking.log_model=false")
+        train(cfg, output_dir=tmp_path / "out")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert built[0].get_layer("dense_1").compute_dtype == "float32"
+
+
+def _only_run(store):
+    uri = f"sqlite:///{store}/mlflow.db"
+    mlflow.set_tracking_uri(uri)
+    (run,) = MlflowClient(uri).search_runs(["1"])
+    return run

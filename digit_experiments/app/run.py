@@ -253,6 +253,7 @@ def fit_and_evaluate(
     from digit_experiments.tracking.callback import EpochMetrics
 
     training.seed_everything(conf.trainer.seed, conf.trainer.deterministic)
+    training.set_precision(conf.trainer.precision)
     if state is None:
         _log_datasets(record, splits)
     log.info("data: %s from %s", splits.sizes(), splits.source)

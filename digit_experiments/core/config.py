@@ -178,6 +178,13 @@ class TrainerConfig:
     # seed CNN, hence the default.
     pipeline: str = spec("dataset", choices=("arrays", "dataset"))
     jit_compile: bool = False  # XLA; Keras leaves it off on CPU-only machines
+    # float32, or mixed_float16 / mixed_bfloat16: layers compute in 16 bits and keep
+    # float32 weights (faster on GPUs with tensor cores; slower on most CPUs). The
+    # softmax output stays float32.
+    precision: str = spec("float32", choices=("float32", "mixed_float16", "mixed_bfloat16"))
+    # Exponential moving average of the weights (Polyak averaging), e.g. 0.999: the
+    # averaged weights are what validation sees, what is checkpointed and shipped. 0: off.
+    ema: float = spec(0.0, ge=0.0, lt=1.0)
     # Deterministic TensorFlow ops: same config and seed, same metrics, bit for bit
     # (some ops get slower; without it, thread scheduling can change the last digits).
     deterministic: bool = False

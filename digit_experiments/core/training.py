@@ -54,6 +54,12 @@ def fair_share(parallel_jobs: int) -> int | None:
     return max(1, (os.cpu_count() or 1) // parallel_jobs)
 
 
+def set_precision(precision: str) -> None:
+    """trainer.precision for the layers built from now on. Set for every run: a sweep
+    runs its jobs in one process, and Keras' policy is global."""
+    keras.mixed_precision.set_global_policy(precision)
+
+
 def seed_everything(seed: int, deterministic: bool) -> None:
     """One seed for NumPy, Python and TensorFlow: same config, same initial weights."""
     keras.utils.set_random_seed(seed)
@@ -70,8 +76,9 @@ def compile_model(model: keras.Model, conf: Config, steps_per_epoch: int) -> Non
     rate = schedules.learning_rate(
         conf.trainer.schedule, conf.optimizer.learning_rate, conf.trainer.epochs, steps_per_epoch
     )
+    ema = {"use_ema": True, "ema_momentum": conf.trainer.ema} if conf.trainer.ema else {}
     model.compile(
-        optimizer=build_optimizer(conf.optimizer, learning_rate=rate),
+        optimizer=build_optimizer(conf.optimizer, learning_rate=rate, **ema),
         # One-hot targets, so that label smoothing is available (same loss without it).
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=conf.trainer.label_smoothing),
         metrics=["accuracy"],
@@ -107,7 +114,17 @@ def callbacks(
     schedule's, early stopping. `best_so_far`: the monitored value to beat, for a
     resumed run."""
     quiet_legacy_h5_warning()
-    stack = [
+    stack = []
+    if last_state is not None:
+        # First, so that with trainer.ema it holds the trained weights (the averages are
+        # among the optimizer's variables): a resumed run goes on from where it was.
+        stack.append(keras.callbacks.ModelCheckpoint(str(last_state), save_weights_only=True))
+    if conf.trainer.ema:
+        # From the end of each epoch to the start of the next the model holds the
+        # averaged weights: the best checkpoint and early stopping see them, as
+        # validation does.
+        stack.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+    stack += [
         keras.callbacks.ModelCheckpoint(
             str(checkpoint),
             monitor=conf.trainer.checkpoint.monitor,
@@ -115,10 +132,6 @@ def callbacks(
             initial_value_threshold=best_so_far,
             verbose=0,
         ),
-    ]
-    if last_state is not None:
-        stack.append(keras.callbacks.ModelCheckpoint(str(last_state), save_weights_only=True))
-    stack += [
         *tracking,
         NanGuard(),
         *schedules.callbacks(conf.trainer.schedule, conf.optimizer.learning_rate),

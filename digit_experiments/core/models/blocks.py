@@ -106,6 +106,9 @@ def dense_head(
             activation="softmax",
             kernel_regularizer=kernel_regularizer(reg),
             name="predictions",
+            # Probabilities in float32 under a mixed precision policy too (float16's
+            # softmax and log loss lose what small probabilities carry).
+            dtype="float32",
         )
     )
     return stack
