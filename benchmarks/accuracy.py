@@ -1,6 +1,7 @@
 """Accuracy: the recorded runs the README's Results show, each run as a whole process.
 
-    .venv/bin/python benchmarks/accuracy.py [--only NAME[,NAME...]] [--repeat 1] [OVERRIDES...]
+    .venv/bin/python benchmarks/accuracy.py [--only NAME[,NAME...]] [--repeat 1]
+        [--seeds 1,2,3] [OVERRIDES...]
 
 Each row runs `python -m digit_experiments.train ROW'S OVERRIDES [OVERRIDES...]` in a
 temporary directory with its own SQLite store, then reads back what MLflow recorded:
@@ -10,7 +11,9 @@ defaults, what `make train` runs), seed_mlp, best_mlp, best_cnn (about 26 minute
 cores) and mlp_vs_cnn (the sweep: its two children, the whole sweep's wall time, and
 the table `digits compare --markdown` writes). `--repeat N` runs each chosen row N
 times, the rows alternated round by round. Extra OVERRIDES (e.g. data.train_limit=1000
-for a quick check) are passed to every run and shown in its command.
+for a quick check) are passed to every run and shown in its command. `--seeds 1,2,3`
+runs each chosen row as one sweep over those seeds (`-m trainer.seed=1,2,3 ...`): its
+children are the repeats, and the README shows their mean, standard deviation and best.
 
 benchmarks/results/accuracy.json is merged, not replaced: the rows run now replace
 their earlier entry and the others stay, so rows can be measured one at a time.
@@ -38,6 +41,7 @@ ROWS = {
         "best MLP: 1024-512, batch norm, dropout, augmentation, one-cycle",
         ["experiment=best_mlp"],
     ),
+    "fast": ("fast: a small CNN, batch norm, one-cycle, 3 epochs", ["experiment=fast"]),
     "seed_cnn": ("seed CNN + dropout", []),
     "seed_mlp": ("seed MLP", ["model=mlp"]),
     "mlp_vs_cnn": ("the seed's MLP and CNN as one sweep", ["-m", "experiment=mlp_vs_cnn"]),
@@ -58,9 +62,12 @@ def recorded(run) -> dict:
     return out
 
 
-def run_row(name: str, extra: list[str]) -> dict:
-    """Run one row's command into a fresh store; its record."""
+def run_row(name: str, extra: list[str], seeds: str | None = None) -> dict:
+    """Run one row's command (with `seeds`: as a sweep over them) into a fresh store;
+    its record."""
     overrides = [*ROWS[name][1], *extra]
+    if seeds:
+        overrides = ["-m", f"trainer.seed={seeds}", *[o for o in overrides if o != "-m"]]
     command = [sys.executable, "-m", "digit_experiments.train", *overrides]
     shown = " ".join(["python -m digit_experiments.train", *overrides])
     with tempfile.TemporaryDirectory(prefix="accuracy-bench-") as tmp:
@@ -96,7 +103,14 @@ def run_row(name: str, extra: list[str]) -> dict:
             **record,
             "parent_run_id": parent.info.run_id,
             "status": parent.info.status,
-            "children": [{"model": r.data.tags.get("model"), **recorded(r)} for r in children],
+            "children": [
+                {
+                    "model": r.data.tags.get("model"),
+                    **({"seed": int(r.data.params["trainer.seed"])} if seeds else {}),
+                    **recorded(r),
+                }
+                for r in children
+            ],
             "compare_command": f"digits compare --columns {COMPARE_COLUMNS} --markdown FILE",
             "compare_markdown": markdown.read_text(),
         }
@@ -108,7 +122,12 @@ def summary_rows(rows: dict) -> list[list]:
     for name, row in rows.items():
         for i, run in enumerate(row["runs"], start=1):
             for part in run.get("children", [run]):
-                label = f"{name} ({part['model']})" if "model" in part else name
+                if "seed" in part:
+                    label = f"{name} (seed {part['seed']})"
+                elif "model" in part:
+                    label = f"{name} ({part['model']})"
+                else:
+                    label = name
                 lines.append(
                     [
                         label,
@@ -129,6 +148,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", help=f"rows separated by ',' (of: {', '.join(ROWS)})")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each row, alternated")
+    parser.add_argument(
+        "--seeds", help="e.g. 1,2,3: each row as one sweep over these trainer.seed values"
+    )
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_args()
     chosen = args.only.split(",") if args.only else list(ROWS)
@@ -138,7 +160,8 @@ def main() -> None:
 
     produced: dict[str, list[dict]] = {name: [] for name in chosen}
     for i, name in rounds(chosen, args.repeat):
-        produced[name].append(run_row(name, args.overrides))
+        seeds = args.seeds if "-m" not in ROWS[name][1] else None  # not the mlp_vs_cnn sweep
+        produced[name].append(run_row(name, args.overrides, seeds))
         print(f"round {i + 1}: {name}: {json.dumps(produced[name][-1])[:400]}", flush=True)
 
     path = RESULTS / "accuracy.json"

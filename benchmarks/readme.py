@@ -75,20 +75,23 @@ def results_block(results: dict) -> str:
             command = " ".join(["python -m digit_experiments.train", *overrides])
             lines.append([description, f"`{command}`", NOT_YET, "", "", ""])
             continue
-        accuracy = spread([r["test_accuracy"] for r in measured], 4)
-        f1 = spread([r["test_f1_macro"] for r in measured], 4)
+        command = measured[-1]["command"]
+        if "children" in measured[-1]:  # a sweep over seeds (accuracy.py --seeds)
+            sweep = measured[-1]
+            measured = sweep["children"]
+            accuracy = mean_std([r["test_accuracy"] for r in measured], "{:.2%}")
+            best = max(measured, key=lambda r: r["test_accuracy"])
+            accuracy += f"; best {best['test_accuracy']:.2%} (seed {best['seed']})"
+            f1 = mean_std([r["test_f1_macro"] for r in measured], "{:.4f}")
+            wall_text = f"{sweep['wall_seconds'] / 60:.1f} for the {len(measured)} runs"
+        else:
+            accuracy = show(spread([r["test_accuracy"] for r in measured], 4), "{:.2%}")
+            f1 = show(spread([r["test_f1_macro"] for r in measured], 4), "{:.4f}")
+            wall_text = show(spread([r["wall_seconds"] / 60 for r in measured], 1))
         epochs = ", ".join(f"{r['epochs_trained']} ({r['best_epoch']})" for r in measured)
         train = spread([r["train_seconds"] / 60 for r in measured], 1)
-        wall = spread([r["wall_seconds"] / 60 for r in measured], 1)
         lines.append(
-            [
-                description,
-                f"`{measured[-1]['command']}`",
-                show(accuracy, "{:.2%}"),
-                show(f1, "{:.4f}"),
-                epochs,
-                f"{show(train)} / {show(wall)}",
-            ]
+            [description, f"`{command}`", accuracy, f1, epochs, f"{show(train)} / {wall_text}"]
         )
     lines.append(SEED_REPORT)
     header = ["model", "command", "test accuracy", "macro F1", "epochs (best)"]
@@ -96,8 +99,18 @@ def results_block(results: dict) -> str:
     measured_on = f"on {machines(runs)}" if runs else f"(`make bench-accuracy`): {NOT_YET}"
     return (
         f"Measured by `benchmarks/accuracy.py` {measured_on}; each figure is a run recorded "
-        "in MLflow (several runs of a row: min / median / max).\n\n" + table(header, lines)
+        "in MLflow. A row run over seeds (`--seeds 1,2,3`: one sweep, `-m trainer.seed=1,2,3`) "
+        "shows the mean ± standard deviation of its runs and the best of them; other rows "
+        "with several runs show min / median / max.\n\n" + table(header, lines)
     )
+
+
+def mean_std(values: list[float], fmt: str) -> str:
+    """'mean ± std (n=N)', the sample standard deviation (n - 1)."""
+    import statistics
+
+    spread_ = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{fmt.format(statistics.mean(values))} ± {fmt.format(spread_)} (n={len(values)})"
 
 
 def mlp_vs_cnn_block(results: dict) -> str:

@@ -154,7 +154,7 @@ class ScheduleConfig:
     linear ramp up for warmup_epochs then cosine down (Smith's one-cycle); plateau: halve
     (factor) when val_loss has not improved for `patience` epochs."""
 
-    name: str = spec("constant", choices=("constant", "cosine", "onecycle", "plateau"))
+    name: str = spec("plateau", choices=("constant", "cosine", "onecycle", "plateau"))
     warmup_epochs: float = spec(0.0, ge=0.0)
     min_fraction: float = spec(0.01, ge=0.0, le=1.0)
     factor: float = spec(0.5, gt=0.0, lt=1.0)
