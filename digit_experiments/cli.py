@@ -2,6 +2,7 @@
 
     digits compare                         # the latest sweep, best first
     digits compare --parent RUN_ID --metric test_f1_macro --markdown table.md
+    digits compare --group-by              # a sweep over seeds: mean ± std per config
     digits promote                         # best run of the latest sweep -> registry
     digits promote --experiment mlp-vs-cnn --filter "tags.model = 'cnn'" --dry-run
     digits predict --model models:/mnist-digit-classifier@champion digit.png more/*.png
@@ -66,6 +67,16 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--markdown", type=Path, metavar="FILE", help="also write Markdown")
     compare.add_argument("--csv", type=Path, metavar="FILE", help="also write CSV")
     compare.add_argument("--columns", help="comma-separated columns to show")
+    compare.add_argument(
+        "--group-by",
+        nargs="?",
+        const="",
+        metavar="KEYS",
+        help="a row per configuration: its runs, and each metric's mean ± sample std "
+        "(n - 1), min and max. Without KEYS: by every param but trainer.seed and those that "
+        "do not change what is trained (tracking.*, trainer.threads, ...); else by the "
+        "comma-separated param keys, e.g. model.name,optimizer.name",
+    )
     compare.set_defaults(handler=_compare)
 
     promote = commands.add_parser(
@@ -207,6 +218,26 @@ def _compare(args) -> int:
         title = f"sweep {parent.info.run_name!r} ({parent.info.run_id}, {parent.info.status})"
     if not rows:
         raise CliError(f"{title} has no runs")
+
+    if args.group_by is not None:
+        from digit_experiments.reporting import groups
+
+        metrics = [c for c in columns if c in groups.METRICS]
+        if not metrics:
+            known = ", ".join(groups.METRICS)
+            raise CliError(f"--columns: with --group-by, name metrics; known: {known}")
+        try:
+            keys = groups.resolve_keys(groups.parse_keys(args.group_by), rows)
+        except ValueError as e:
+            raise CliError(f"--group-by: {e}") from e
+        table = groups.sort_groups(groups.by_config(rows, keys), args.metric, args.ascending)
+        print(title)
+        print(groups.to_text(table, keys, metrics), end="")
+        if args.markdown:
+            args.markdown.write_text(groups.to_markdown(table, keys, metrics))
+        if args.csv:
+            args.csv.write_text(groups.to_csv(table, keys, metrics))
+        return 0
 
     rows = compare.sort_rows(rows, args.metric, args.ascending)
     print(title)

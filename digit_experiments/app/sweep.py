@@ -65,6 +65,7 @@ class MlflowSweepCallback(Callback):
         # learn's, through joblib) fails, which would leave the parent RUNNING.
         importlib.import_module("digit_experiments.reporting.plots")
         importlib.import_module("digit_experiments.reporting.compare")
+        importlib.import_module("digit_experiments.reporting.groups")
         importlib.import_module("digit_experiments.reporting.describe")
         redact_logs()  # Hydra logs every job's overrides, tracking.uri included
         root = Path.cwd()
@@ -173,6 +174,11 @@ def finish_parent(uri: str, parent_id: str, sweep_dir: Path | None) -> str:
             client.log_figure(
                 parent_id, plots.sweep_comparison(finished), "comparison/test_accuracy.png"
             )
+        by_config = []
+        try:
+            by_config = log_by_config(client, parent_id, rows)
+        except Exception as e:  # noqa: BLE001 - a summary must not lose the sweep
+            log.warning("could not log the sweep's configurations: %s", redact(str(e))[:300])
         finetune.log_few_shot(client, parent_id)  # a sweep over data.per_class: its chart
         # Counts are tags: as metrics they would be charts of the parent alone in the
         # sweep's chart view, among the charts that compare the jobs. The one metric kept
@@ -188,7 +194,7 @@ def finish_parent(uri: str, parent_id: str, sweep_dir: Path | None) -> str:
         if sweep_dir is not None:
             _log_optuna_results(client, parent_id, sweep_dir, rows)
         try:
-            describe_in_ui(client, parent, rows, top, uri)
+            describe_in_ui(client, parent, rows, top, uri, by_config)
         except Exception as e:  # noqa: BLE001 - names and notes must not lose the sweep
             log.warning("could not write the sweep's descriptions: %s", redact(str(e))[:300])
         if failed:
@@ -199,13 +205,40 @@ def finish_parent(uri: str, parent_id: str, sweep_dir: Path | None) -> str:
     return status
 
 
-def describe_in_ui(client, parent, rows: list[dict], best: dict | None, uri: str) -> None:
+def log_by_config(client, parent_id: str, rows: list[dict]) -> list[dict]:
+    """A sweep that repeats configurations (over seeds: `trainer.seed=1,2,3`): a row per
+    configuration, mean ± std of each metric (comparison/by_config.md and .csv), and a
+    chart of test accuracy with error bars and each seed's run (by_config.png). Returns
+    those rows; none, and nothing logged, when no configuration ran twice (mlp vs cnn
+    stays the table of its jobs)."""
+    from digit_experiments.reporting import groups, plots
+
+    table = groups.sort_groups(groups.by_config(rows, []), "test_accuracy")
+    if not groups.has_repeats(table):
+        return []
+    client.log_text(parent_id, groups.to_markdown(table, []), "comparison/by_config.md")
+    client.log_text(parent_id, groups.to_csv(table, []), "comparison/by_config.csv")
+    scored = [g for g in table if g["test_accuracy_mean"] is not None]
+    if scored:
+        values = [
+            [r["test_accuracy"] for r in g["rows"] if r["test_accuracy"] is not None]
+            for g in scored
+        ]
+        figure = plots.repeats([g["config"] for g in scored], values)
+        client.log_figure(parent_id, figure, "comparison/by_config.png")
+    return table
+
+
+def describe_in_ui(
+    client, parent, rows: list[dict], best: dict | None, uri: str, by_config=()
+) -> None:
     """What MLflow's UI shows of the sweep, for someone who opens it: each job named by
     what differs within the sweep (`cnn #1`), in the runs table, the charts' legends and
     the compare page; each job's description one line of what it is and how it did; the
     parent's description the comparison table, every job linked, and a link to MLflow's
-    page that compares them side by side."""
-    from digit_experiments.reporting import compare, describe
+    page that compares them side by side; for a sweep over seeds (`by_config`, rows of
+    reporting.groups), first the configurations' mean ± std."""
+    from digit_experiments.reporting import compare, describe, groups
     from digit_experiments.tracking import search
 
     base = describe.ui_base(uri)
@@ -232,7 +265,12 @@ def describe_in_ui(client, parent, rows: list[dict], best: dict | None, uri: str
     objective = None
     if optuna:  # what the search maximised (the app returns it), and the trial it chose
         objective = ("best_val_accuracy", "val accuracy", compare.best(rows, "best_val_accuracy"))
-    text = describe.summary(rows, names, experiment_id, base, best, objective, what)
+    extra = ""
+    if by_config:
+        extra = groups.to_markdown(list(by_config), [], ["test_accuracy", "test_f1_macro"])
+        if len(extra) > describe.MAX_NOTE // 2:  # the jobs' table needs the room
+            extra = f"{len(by_config)} configurations, over seeds: see `comparison/by_config.md`."
+    text = describe.summary(rows, names, experiment_id, base, best, objective, what, extra)
     client.set_tag(parent.info.run_id, describe.NOTE_TAG, redact(text))
 
 

@@ -47,7 +47,8 @@ def shown_overrides(overrides: list[str]) -> str:
 
 
 def row(run) -> dict:
-    """One run as a table row (missing values are None)."""
+    """One run as a table row (missing values are None), and its `params`, which no
+    table shows (reporting.groups groups runs by them)."""
     sources = {
         "tags": run.data.tags,
         "params": run.data.params,
@@ -62,6 +63,7 @@ def row(run) -> dict:
         out["job"] = int(out["job"])
     if out["epochs"] is not None:
         out["epochs"] = int(out["epochs"])
+    out["params"] = dict(run.data.params)
     return out
 
 

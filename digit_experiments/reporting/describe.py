@@ -224,6 +224,7 @@ def summary(
     best: dict | None,
     objective: tuple[str, str, dict | None] | None = None,
     what: str = "job",
+    extra: str = "",
 ) -> str:
     """A group's description (Markdown): the link that compares its runs in MLflow, the
     best run, then a row per run (each linked to its page): name, model, the overrides
@@ -231,7 +232,9 @@ def summary(
 
     `names`: run id -> run name. `best`: the row marked best (by test accuracy).
     `objective`: (metric, heading, row) of a search's own objective and the row it
-    chose, shown as a column too (Optuna maximises the best validation accuracy)."""
+    chose, shown as a column too (Optuna maximises the best validation accuracy).
+    `extra`: Markdown shown before the table of runs (a sweep over seeds: the mean ± std
+    of each configuration)."""
     differs = differing(rows)
     shared = common(rows)
     failed = [r for r in rows if r["status"] != "FINISHED"]
@@ -265,6 +268,8 @@ def summary(
             else:
                 top.append(f"the search's best: **{md(name(chosen))}** ({value})")
         lines.append("; ".join(top + [counts]) + ".")
+        if extra:
+            lines += ["", extra.rstrip("\n")]
         columns = [what, "model", "overrides that differ", "test accuracy", "macro F1"]
         if objective is not None:
             columns.append(objective[1])

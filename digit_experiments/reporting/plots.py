@@ -116,6 +116,50 @@ def sweep_comparison(rows: list[dict]) -> Figure:
     return fig
 
 
+def repeats(labels: list[str], values: list[list[float]], metric: str = "test accuracy") -> Figure:
+    """Each configuration's mean ± sample std (n - 1) as an error bar, and each of its
+    runs (one per seed) as a dot beside it: how far apart the seeds are, next to how far
+    apart the configurations are."""
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(labels) + 2), 4.5))
+    positions = np.arange(len(labels))
+    means = [float(np.mean(v)) for v in values]
+    stds = [float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for v in values]
+    ax.errorbar(
+        positions,
+        means,
+        yerr=stds,
+        fmt="o",
+        color="tab:blue",
+        capsize=6,
+        markersize=8,
+        label="mean ± std (n - 1)",
+    )
+    for x, runs in zip(positions, values):
+        # Spread a little sideways so that equal values stay visible as separate runs.
+        offsets = np.linspace(-0.12, 0.12, len(runs)) if len(runs) > 1 else [0.0]
+        ax.scatter(x + 0.25 + np.asarray(offsets), runs, color="tab:orange", s=18, zorder=3)
+    ax.scatter([], [], color="tab:orange", s=18, label="one run (seed)")
+    for x, mean, std, runs in zip(positions, means, stds, values):
+        spread = f"± {std:.4f}, n={len(runs)}" if len(runs) > 1 else "1 run"
+        ax.annotate(
+            f"{mean:.4f}\n{spread}",
+            (x, mean),
+            textcoords="offset points",
+            xytext=(-10, 0),
+            ha="right",
+            va="center",
+            fontsize=7,
+        )
+    ax.set_xticks(positions, [_short(label, 30) for label in labels], fontsize=8)
+    ax.set_xlim(-0.7, len(labels) - 0.3)
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} per configuration, over seeds")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def optimization_history(values: list[float]) -> Figure:
     """Each trial's objective (validation accuracy) and the best so far."""
     fig, ax = plt.subplots(figsize=(7, 4))
