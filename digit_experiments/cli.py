@@ -5,6 +5,7 @@
     digits compare --group-by              # a sweep over seeds: mean ± std per config
     digits promote                         # best run of the latest sweep -> registry
     digits promote --experiment mlp-vs-cnn --filter "tags.model = 'cnn'" --dry-run
+    digits ensemble --parent RUN_ID --top 3  # average the 3 best models into one, as a run
     digits predict --model models:/mnist-digit-classifier@champion digit.png more/*.png
     digits export --model models:/mnist-digit-classifier@champion --out cnn_best_model.h5
     digits stack up --dir .stack           # PostgreSQL + mlflow server + Ray head, local
@@ -97,6 +98,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     promote.add_argument("--dry-run", action="store_true", help="show the plan; change nothing")
     promote.set_defaults(handler=_promote)
+
+    ensemble = commands.add_parser(
+        "ensemble",
+        help="average the best runs' models into one model, logged as a run of its own",
+        description="Average the softmax probabilities of the K best runs' models (by "
+        "--metric) into one model; log it as a run, evaluated on MNIST's test set, with "
+        "its members as lineage. `digits promote` then treats it like any run.",
+    )
+    members = ensemble.add_mutually_exclusive_group()
+    members.add_argument(
+        "--parent", metavar="RUN_ID", help="a sweep's parent run (default: the latest)"
+    )
+    members.add_argument("--experiment", metavar="NAME", help="every run of an experiment")
+    members.add_argument("--runs", metavar="ID,ID,...", help="exactly these runs (no --top)")
+    ensemble.add_argument("--top", type=int, metavar="K", help="how many runs (default 3)")
+    ensemble.add_argument("--metric", default="test_accuracy", help="what 'best' means")
+    ensemble.add_argument("--name", help="the ensemble run's name (default ensemble-cnn-mlp-...)")
+    ensemble.add_argument(
+        "--experiment-name", metavar="NAME", help="log it here (default: the members' experiment)"
+    )
+    ensemble.set_defaults(handler=_ensemble)
 
     predict = commands.add_parser("predict", help="digits in images (PNG/JPEG) or .npy arrays")
     predict.add_argument(
@@ -272,6 +294,29 @@ def _promote(args) -> int:
             "reason": plan.reason,
         }.items():
             client.set_tag(project_run, key, value)
+    return 0
+
+
+def _ensemble(args) -> int:
+    from digit_experiments.app import ensemble
+    from digit_experiments.tracking import store
+
+    runs = None
+    if args.runs is not None:
+        if args.top is not None:
+            raise CliError(f"--top {args.top}: not with --runs (the runs named are the members)")
+        runs = [run_id.strip() for run_id in args.runs.split(",") if run_id.strip()]
+    result = ensemble.make(
+        store.resolve_tracking_uri(args.tracking_uri, Path.cwd()),
+        parent=args.parent,
+        experiment=args.experiment,
+        runs=runs,
+        top=ensemble.DEFAULT_TOP if args.top is None else args.top,
+        metric=args.metric,
+        name=args.name,
+        experiment_name=args.experiment_name,
+    )
+    print(ensemble.summary(result))
     return 0
 
 

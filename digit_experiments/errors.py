@@ -67,3 +67,7 @@ class TrackingDenied(TrackingUnavailable):
 
 class StackError(DigitsError):
     """The local team stack (`digits stack`) cannot be started, reached or stopped."""
+
+
+class EnsembleError(DigitsError):
+    """An ensemble that cannot be made from the runs asked for (`digits ensemble`)."""

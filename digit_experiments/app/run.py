@@ -249,7 +249,7 @@ def fit_and_evaluate(
     import numpy as np
 
     from digit_experiments.core import evaluate, models, pipeline, training
-    from digit_experiments.reporting import describe, plots
+    from digit_experiments.reporting import describe
     from digit_experiments.tracking.callback import EpochMetrics
 
     training.seed_everything(conf.trainer.seed, conf.trainer.deterministic)
@@ -355,20 +355,13 @@ def fit_and_evaluate(
         train_seconds,
     )
 
-    cm = evaluate.confusion(y_true, y_pred, splits.num_classes)
-    record.figure(plots.confusion_matrices(cm), "plots/confusion_matrix.png")
-    record.text(evaluate.confusion_csv(cm), "reports/confusion_matrix.csv")
-    report_text, report_dict = evaluate.report(y_true, y_pred, splits.num_classes)
-    record.text(report_text, "reports/classification_report.txt")
-    record.json(report_dict, "reports/classification_report.json")
-    shown = evaluate.pick_samples(
-        y_true, y_pred, conf.tracking.sample_predictions, conf.trainer.seed
-    )
-    record.figure(
-        plots.sample_predictions(
-            splits.x_test[shown], y_true[shown], y_pred[shown], probabilities[shown].max(axis=1)
-        ),
-        "plots/sample_predictions.png",
+    log_test_reports(
+        record,
+        splits.x_test,
+        y_true,
+        probabilities,
+        conf.tracking.sample_predictions,
+        conf.trainer.seed,
     )
     if conf.tracking.log_model:
         from digit_experiments.inference import served
@@ -378,19 +371,48 @@ def fit_and_evaluate(
     return metrics
 
 
+def log_test_reports(record, x_test, y_true, probabilities, samples: int, seed: int) -> None:
+    """The test set's reports on a run: the confusion matrix (plot and CSV), sklearn's
+    classification report (text and JSON) and a grid of `samples` predictions. Training
+    runs and ensembles (app/ensemble.py) log the same files."""
+    from digit_experiments.core import evaluate
+    from digit_experiments.reporting import plots
+
+    num_classes = probabilities.shape[1]
+    y_pred = probabilities.argmax(axis=1)
+    cm = evaluate.confusion(y_true, y_pred, num_classes)
+    record.figure(plots.confusion_matrices(cm), "plots/confusion_matrix.png")
+    record.text(evaluate.confusion_csv(cm), "reports/confusion_matrix.csv")
+    report_text, report_dict = evaluate.report(y_true, y_pred, num_classes)
+    record.text(report_text, "reports/classification_report.txt")
+    record.json(report_dict, "reports/classification_report.json")
+    shown = evaluate.pick_samples(y_true, y_pred, samples, seed)
+    record.figure(
+        plots.sample_predictions(
+            x_test[shown], y_true[shown], y_pred[shown], probabilities[shown].max(axis=1)
+        ),
+        "plots/sample_predictions.png",
+    )
+
+
 def _log_datasets(record, splits) -> None:
     """Each split as a run input (name, digest, source): the UI's dataset column."""
-    import numpy as np
-
     for context, name, x, y in (
         ("training", f"{splits.name}-train", splits.x_train, splits.y_train),
         ("validation", f"{splits.name}-val", splits.x_val, splits.y_val),
         ("testing", f"{splits.name}-test", splits.x_test, splits.y_test),
     ):
-        # MLflow's own digest hashes only the first few thousand values; hash all of it
-        # (through the arrays' buffers: no copies of the 170 MB of training images).
-        digest = hashlib.sha256(np.ascontiguousarray(x).data)
-        digest.update(np.ascontiguousarray(y).data)
-        digest = digest.hexdigest()[:16]
+        digest = dataset_digest(x, y)
         record.dataset(x, y, name=name, source=splits.source, digest=digest, context=context)
     finetune.log_folder_data(record, splits)  # data.source=folder: digest, counts, test split
+
+
+def dataset_digest(x, y) -> str:
+    """A dataset's digest, as its run input: the same images and labels, the same digest."""
+    import numpy as np
+
+    # MLflow's own digest hashes only the first few thousand values; hash all of it
+    # (through the arrays' buffers: no copies of the 170 MB of training images).
+    digest = hashlib.sha256(np.ascontiguousarray(x).data)
+    digest.update(np.ascontiguousarray(y).data)
+    return digest.hexdigest()[:16]
