@@ -126,6 +126,20 @@ def generate(readme, results, *flags: str):
                 and all(r["speedup"][f"batch_{n}"]["median_round_trip"] > 0 for n in (1, 100))
             ),
         ),
+        (
+            "fast.py",
+            ["--repeat", "2", "--profile-repeat", "1", "--images", "1000"]
+            + ["--only", "batch 64", "data.train_limit=1000", "data.test_limit=200"],
+            lambda r: (
+                [run["seed"] for run in r["runs"]] == [1, 2]
+                and all(run["epochs_trained"] == 3 for run in r["runs"])
+                and spread_of(r["train_seconds"], 2)
+                and spread_of(r["import_tensorflow_seconds"], 2)
+                and list(r["profile"]) == ["batch 64"]
+                and spread_of(r["profile"]["batch 64"]["epoch_seconds"], 1)
+                and r["met"] is False  # 900 training images do not make 99%
+            ),
+        ),
     ],
 )
 def test_benchmark_runs_and_writes_its_figures(tmp_path, script, args, check):
@@ -177,3 +191,25 @@ def test_readme_figures_are_the_generated_ones():
     typed figure, or results re-run without `make readme`, fail here."""
     result = generate(ROOT / "README.md", BENCHMARKS / "results", "--check")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def test_an_accuracy_row_over_seeds_is_one_sweep_and_the_readme_shows_mean_and_std(tmp_path):
+    results = tmp_path / "results"
+    args = ["--only", "seed_mlp", "--seeds", "1,2", *TINY]
+    result = run_benchmark("accuracy.py", args, results)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = json.loads((results / "accuracy.json").read_text())["rows"]["seed_mlp"]["runs"]
+    assert sweep["command"].startswith("python -m digit_experiments.train -m trainer.seed=1,2")
+    children = sweep["children"]
+    assert [c["seed"] for c in children] == [1, 2]
+    assert all(c["status"] == "FINISHED" and 0 < c["test_accuracy"] <= 1 for c in children)
+
+    readme = tmp_path / "README.md"
+    shutil.copy(ROOT / "README.md", readme)
+    assert generate(readme, results).returncode == 0
+    (line,) = [x for x in readme.read_text().splitlines() if x.startswith("| seed MLP |")]
+    accuracies = [c["test_accuracy"] for c in children]
+    mean = sum(accuracies) / 2
+    std = abs(accuracies[0] - accuracies[1]) / 2**0.5  # the sample std of two values
+    best = max(children, key=lambda c: c["test_accuracy"])
+    assert f"{mean:.2%} ± {std:.2%} (n=2); best {best['test_accuracy']:.2%} (seed " in line
