@@ -41,7 +41,7 @@ ROWS = {
         "best MLP: 1024-512, batch norm, dropout, augmentation, one-cycle",
         ["experiment=best_mlp"],
     ),
-    "fast": ("fast: a small CNN, batch norm, one-cycle, 3 epochs", ["experiment=fast"]),
+    "fast": ("fast: the seed CNN at half its filters, one-cycle, 3 epochs", ["experiment=fast"]),
     "seed_cnn": ("seed CNN + dropout", []),
     "seed_mlp": ("seed MLP", ["model=mlp"]),
     "mlp_vs_cnn": ("the seed's MLP and CNN as one sweep", ["-m", "experiment=mlp_vs_cnn"]),

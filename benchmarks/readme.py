@@ -83,16 +83,17 @@ def results_block(results: dict) -> str:
             best = max(measured, key=lambda r: r["test_accuracy"])
             accuracy += f"; best {best['test_accuracy']:.2%} (seed {best['seed']})"
             f1 = mean_std([r["test_f1_macro"] for r in measured], "{:.4f}")
-            wall_text = f"{sweep['wall_seconds'] / 60:.1f} for the {len(measured)} runs"
+            wall_text = None
         else:
             accuracy = show(spread([r["test_accuracy"] for r in measured], 4), "{:.2%}")
             f1 = show(spread([r["test_f1_macro"] for r in measured], 4), "{:.4f}")
             wall_text = show(spread([r["wall_seconds"] / 60 for r in measured], 1))
         epochs = ", ".join(f"{r['epochs_trained']} ({r['best_epoch']})" for r in measured)
         train = spread([r["train_seconds"] / 60 for r in measured], 1)
-        lines.append(
-            [description, f"`{command}`", accuracy, f1, epochs, f"{show(train)} / {wall_text}"]
-        )
+        minutes = f"{show(train)} / {wall_text}"
+        if wall_text is None:  # one process ran the seeds' runs one after the other
+            minutes = f"{show(train)}; the sweep in all: {sweep['wall_seconds'] / 60:.1f}"
+        lines.append([description, f"`{command}`", accuracy, f1, epochs, minutes])
     lines.append(SEED_REPORT)
     header = ["model", "command", "test accuracy", "macro F1", "epochs (best)"]
     header.append("minutes: training / whole process")
