@@ -2,6 +2,7 @@
 `mlflow models serve` answering pictures (base64 PNGs) one at a time and 100 at a time.
 
     .venv/bin/python benchmarks/inference.py [--requests 200] [--repeat 3] [--rounds 5]
+                                             [--startup-repeat 7] [--only startup]
 
 Trains a seed CNN briefly (1 epoch on 10,000 images: speed does not depend on how well
 it learnt) into a temporary store, promotes it to `mnist-digit-classifier@champion`, then
@@ -33,6 +34,13 @@ measures, as a user would run them:
   machine's speed drifts by tens of percent over minutes. The speed-up per batch size:
   before / now of the median round trips, of the images/s, and of each round's median
   round trips (min / median / max over the rounds).
+- "predict start-up": `digits predict digit.png` as a fresh process with a local .h5 (the
+  champion exported) and with `models:/NAME@champion` on the SQLite store, against a bare
+  `python -c "import tensorflow"`, the three taking turns for `--startup-repeat` rounds
+  after a warm-up each; each one's time beyond TensorFlow is taken per round (target: at
+  most 1 s), and one `-X importtime` run each says whether the process itself imported
+  MLflow (a registry URI is resolved in a child process where there are 2+ CPUs).
+  `--only startup` measures this alone and merges it into an existing inference.json.
 Writes benchmarks/results/inference.{json,md}.
 """
 
@@ -44,6 +52,7 @@ import contextlib
 import http.client
 import json
 import os
+import shlex
 import socket
 import statistics
 import subprocess
@@ -53,8 +62,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import RESULTS, machine, rounds, save, show, spread, table, timed
 from common import env as child_env
-from common import rounds, save, show, spread, table, timed
 
 NAME = "mnist-digit-classifier"
 BIN = Path(sys.executable).parent
@@ -329,6 +338,119 @@ def make_pictures(test: np.ndarray, count: int) -> dict[str, list[bytes]]:
     }
 
 
+# The predict start-up section's processes (run in the store's folder, whose mlflow.db is
+# the default store), the TensorFlow baseline first.
+STARTUP = {
+    "tensorflow": ["python", "-c", "import tensorflow"],
+    "file": ["digits", "predict", "--model", "model.h5", "digit.png"],
+    "registry": ["digits", "predict", "--model", f"models:/{NAME}@champion", "digit.png"],
+}
+STARTUP_TARGET_SECONDS = 1.0  # beyond importing TensorFlow (issue 12)
+
+
+def predict_startup(store: Path, uri: str, repeat: int) -> dict:
+    """`digits predict` on one picture as a fresh process, with a model file and with a
+    registry URI, against importing TensorFlow alone; the three alternated."""
+    export = ["export", "--model", f"models:/{NAME}@champion", "--out", "model.h5"]
+    timed([str(BIN / "digits"), "--tracking-uri", uri, *export], cwd=store)
+    commands = {name: _resolved(argv) for name, argv in STARTUP.items()}
+    for command in commands.values():
+        timed(command, cwd=store)  # warm-up: file caches
+    seconds: dict[str, list[float]] = {name: [] for name in commands}
+    for _, name in rounds(list(commands), repeat):
+        seconds[name].append(timed(commands[name], cwd=store)[0])
+    rows = {}
+    for name, command in commands.items():
+        rows[name] = {
+            "command": shlex.join(STARTUP[name]),
+            "seconds": spread(seconds[name], 2),
+            "imports_mlflow": "mlflow" in _top_level_imports(command, store),
+        }
+        if name != "tensorflow":
+            # Per round: the two ran in the same round, so the machine's drift falls on both.
+            beyond = [s - t for s, t in zip(seconds[name], seconds["tensorflow"])]
+            rows[name]["beyond_tensorflow_seconds"] = spread(beyond, 2)
+    return {
+        "repeat": repeat,
+        "target_beyond_tensorflow_seconds": STARTUP_TARGET_SECONDS,
+        "machine": machine(),
+        "rows": rows,
+    }
+
+
+def _resolved(argv: list[str]) -> list[str]:
+    program = sys.executable if argv[0] == "python" else str(BIN / argv[0])
+    return [program, *argv[1:]]
+
+
+def _top_level_imports(command: list[str], cwd: Path) -> set[str]:
+    """The top-level packages a command imports (python -X importtime)."""
+    script = [] if command[0] == sys.executable else [command[0]]
+    traced = subprocess.run(
+        [sys.executable, "-X", "importtime", *script, *command[1:]],
+        cwd=cwd,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return {
+        line.split("|")[-1].strip().split(".")[0]
+        for line in traced.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+
+
+def startup_setup(repeat: int) -> str:
+    return (
+        f"Predict start-up (`--startup-repeat {repeat}`): `digits predict` on one 112x112 PNG "
+        "as a fresh process, in the store's folder (its mlflow.db is the default store), "
+        "with the champion exported as model.h5 and with its `models:/` URI, and a bare "
+        '`python -c "import tensorflow"`; after a warm-up each (file caches), the three '
+        f"alternated over {repeat} rounds. Beyond TensorFlow: each process minus the same "
+        "round's `import tensorflow` process (min / median / max over the rounds); target: "
+        f"at most {STARTUP_TARGET_SECONDS:.0f} s. MLflow imported: by the process itself (a "
+        "registry URI is resolved in a child process on 2+ CPUs), one `python -X importtime` "
+        "run each."
+    )
+
+
+def startup_markdown(startup: dict) -> str:
+    """The section below the other figures: its setup, its machine, its table."""
+    setup = startup_setup(startup["repeat"])
+    return f"{setup} Machine: {startup['machine']}\n\n{startup_table(startup)}"
+
+
+def startup_table(startup: dict) -> str:
+    rows = []
+    for r in startup["rows"].values():
+        beyond = r.get("beyond_tensorflow_seconds")
+        rows.append(
+            [
+                f"`{r['command']}`",
+                show(r["seconds"], "{:.2f}", " s"),
+                show(beyond, "{:+.2f}", " s") if beyond else "(the baseline)",
+                "yes" if r["imports_mlflow"] else "no",
+            ]
+        )
+    header = ["process", "wall (min / median / max)", "beyond TensorFlow", "MLflow imported"]
+    return table(header, rows)
+
+
+def save_startup_only(startup: dict) -> None:
+    """`--only startup`: this section into results/inference.json, the others kept (with
+    their setup and machine; this section records its own)."""
+    path = RESULTS / "inference.json"
+    earlier = json.loads(path.read_text()) if path.exists() else {}
+    if "serve" not in earlier:
+        setup, table_ = startup_setup(startup["repeat"]), startup_table(startup)
+        save("inference", setup, {"startup": startup}, table_)
+        return
+    setup = earlier.pop("setup")
+    earlier["startup"] = startup
+    save("inference", setup, earlier, results_markdown(earlier))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=200, help="batch-1 requests")
@@ -336,6 +458,14 @@ def main() -> None:
     parser.add_argument("--train-limit", type=int, default=10000, help="images to train on")
     parser.add_argument(
         "--rounds", type=int, default=5, help="turns of the before/after serving loops"
+    )
+    parser.add_argument(
+        "--startup-repeat", type=int, default=7, help="predict start-up processes each"
+    )
+    parser.add_argument(
+        "--only",
+        choices=["startup"],
+        help="only the predict start-up section (merged into results/inference.json)",
     )
     args = parser.parse_args()
 
@@ -370,6 +500,10 @@ def main() -> None:
         )
         test = data.load_idx_dir(data.bundled_dir())["test_images"]
         Image.fromarray(255 - test[0]).resize((112, 112)).save(store / "digit.png")  # a "scan"
+        startup = predict_startup(store, uri, args.startup_repeat)
+        if args.only == "startup":
+            save_startup_only(startup)
+            return
         np.save(store / "test.npy", test)
         model = f"models:/{NAME}@champion"
         predict = [str(BIN / "digits"), "--tracking-uri", uri, "predict", "--model", model]
@@ -399,11 +533,29 @@ def main() -> None:
         ),
         "serve": served,
         "speedup": served.pop("speedup"),
+        "startup": startup,
     }
-    print_results(args, results)
+    save("inference", results_setup(args, results), results, results_markdown(results))
 
 
-def print_results(args, results: dict) -> None:
+def results_markdown(results: dict) -> str:
+    """The predict and serve figures' table, then the start-up section's."""
+    markdown = table(
+        [
+            "what",
+            "time (min / median / max)",
+            "client encoding",
+            "pyfunc predict (in-process)",
+            "rate",
+        ],
+        results_rows(results),
+    )
+    if "startup" in results:
+        markdown += "\n\n" + startup_markdown(results["startup"])
+    return markdown
+
+
+def results_rows(results: dict) -> list[list[str]]:
     one, many, served = (
         results["predict_one_image_seconds"],
         results["predict_10000_images_seconds"],
@@ -441,10 +593,15 @@ def print_results(args, results: dict) -> None:
                 )
             if kind == COMPARED:
                 rows += comparison_rows(served, results["speedup"], batch)
+    return rows
+
+
+def results_setup(args, results: dict) -> str:
+    served = results["serve"]
     before = served["before"]
-    setup = (
+    return (
         f"`benchmarks/inference.py --requests {args.requests} --repeat {args.repeat} "
-        f"--rounds {args.rounds}`: seed "
+        f"--rounds {args.rounds} --startup-repeat {args.startup_repeat}`: seed "
         f"CNN; `digits predict`: {args.repeat} processes each, the two alternated; serving: "
         f"{args.requests} batch-1 and {max(1, args.requests // 4)} batch-100 requests of base64 "
         f"PNGs in a loop, one client, after a warm-up request (server start-up: "
@@ -461,21 +618,6 @@ def print_results(args, results: dict) -> None:
         f"an untimed request on a new connection). Speed-up: "
         f"before / now, of the median round trips, of the images/s, and per round (each "
         f"round's median round trips; min / median / max)."
-    )
-    save(
-        "inference",
-        setup,
-        results,
-        table(
-            [
-                "what",
-                "time (min / median / max)",
-                "client encoding",
-                "pyfunc predict (in-process)",
-                "rate",
-            ],
-            rows,
-        ),
     )
 
 

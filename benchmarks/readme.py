@@ -198,16 +198,35 @@ def throughput_figure(data: dict) -> str:
 
 
 def predict_figure(data: dict) -> str:
+    if "predict_one_image_seconds" not in data:  # only the start-up section measured
+        return predict_startup_figure(data) if "startup" in data else NOT_YET
     one, many = data["predict_one_image_seconds"], data["predict_10000_images_seconds"]
-    return (
+    figure = (
         f"one PNG {fig(one, '{:.2f}', ' s')}; 10,000 images {fig(many, '{:.2f}', ' s')}: the "
         "process start "
         "dominates (importing TensorFlow and MLflow, opening the registry); beyond it, "
         f"{data['predict_images_per_second_beyond_startup']:,} images/s"
     )
+    return figure + ("; " + predict_startup_figure(data) if "startup" in data else "")
+
+
+def predict_startup_figure(data: dict) -> str:
+    """`digits predict` on one PNG beyond importing TensorFlow (inference.json's start-up
+    section, if measured)."""
+    rows = data["startup"]["rows"]
+    beyond = {
+        name: fig(rows[name]["beyond_tensorflow_seconds"], "{:+.2f}", " s")
+        for name in ("file", "registry")
+    }
+    return (
+        f"one PNG beyond a bare `import tensorflow` process: a .h5 file {beyond['file']}, "
+        f"`models:/NAME@champion` on SQLite {beyond['registry']}"
+    )
 
 
 def serve_figure(data: dict) -> str:
+    if "serve" not in data:
+        return NOT_YET
     serve, parts = data["serve"], []
     for kind, label in (("mnist", "28x28 MNIST PNGs"), ("scan", "112x112 scans")):
         rates = []

@@ -63,10 +63,16 @@ def run_cli(
 HEAVY = {"tensorflow", "keras", "mlflow"}
 
 
-def run_cli_imports(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300):
-    """`python -m digit_experiments.train ARGS` in a fresh process, as run_cli, and the
-    top-level packages it had imported when it exited (from its sys.modules, so an
-    import made anywhere, by anyone, counts)."""
+def run_cli_imports(
+    *args: str,
+    cwd: Path,
+    env: dict | None = None,
+    timeout: int = 300,
+    module: str = "digit_experiments.train",
+):
+    """`python -m MODULE ARGS` (default: digit_experiments.train) in a fresh process, as
+    run_cli, and the top-level packages it had imported when it exited (from its
+    sys.modules, so an import made anywhere, by anyone, counts)."""
     with tempfile.TemporaryDirectory(prefix="modules-") as folder:
         report = Path(folder) / "modules.json"
         code = (
@@ -75,7 +81,7 @@ def run_cli_imports(*args: str, cwd: Path, env: dict | None = None, timeout: int
             f"    with open({str(report)!r}, 'w') as f:\n"
             "        json.dump(sorted({m.split('.')[0] for m in sys.modules}), f)\n"
             "atexit.register(report)\n"
-            "runpy.run_module('digit_experiments.train', run_name='__main__', alter_sys=True)\n"
+            f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)\n"
         )
         result = subprocess.run(
             [sys.executable, "-c", code, *args],

@@ -8,7 +8,7 @@ import json
 import pytest
 from mlflow.tracking import MlflowClient
 
-from .conftest import http, mlflow_process, run_cli
+from .conftest import http, mlflow_process, run_cli, run_cli_imports
 
 TINY = ["model=mlp", "data.train_limit=1000", "data.test_limit=200", "trainer.epochs=1"]
 
@@ -82,3 +82,62 @@ def test_mlflow_tracking_uri_is_respected_and_relative_to_the_project(tmp_path):
     client = MlflowClient(f"sqlite:///{tmp_path}/other.db")
     (run,) = client.search_runs([client.get_experiment_by_name("elsewhere").experiment_id])
     assert run.info.status == "FINISHED"
+
+
+def _tiny_model_and_picture(folder):
+    """An untrained one-layer model saved as .h5, and a 28x28 picture of a stroke."""
+    import keras
+    import numpy as np
+    from PIL import Image
+
+    model = keras.Sequential(
+        [keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10, "softmax")]
+    )
+    model.save(folder / "tiny.h5")
+    pixels = np.zeros((28, 28), np.uint8)
+    pixels[6:22, 13:15] = 255
+    Image.fromarray(pixels).save(folder / "one.png")
+
+
+def test_digits_predict_with_a_model_file_never_imports_mlflow(tmp_path):
+    """A local .h5 needs Keras only: no MLflow, no Hydra. The process ends without
+    Python's teardown (cli._exit_now), yet its exit handlers run and its answer is
+    printed whole."""
+    _tiny_model_and_picture(tmp_path)
+    result, imported = run_cli_imports(
+        "predict",
+        "--model",
+        "tiny.h5",
+        "one.png",
+        "--json",
+        cwd=tmp_path,
+        module="digit_experiments.cli",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (answer,) = json.loads(result.stdout)
+    assert answer["file"] == "one.png" and len(answer["probabilities"]) == 10
+    assert "keras" in imported  # the report was written by an exit handler
+    assert not imported & {"mlflow", "hydra", "omegaconf", "sqlalchemy"}, imported
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_digits_predict_refuses_a_store_that_is_not_there(tmp_path):
+    """A models:/ URI without a store: one line, before TensorFlow or MLflow is imported,
+    and no empty mlflow.db left behind. The same through the fast exit: status 1."""
+    _tiny_model_and_picture(tmp_path)
+    result, imported = run_cli_imports(
+        "predict",
+        "--model",
+        "models:/mnist-digit-classifier@champion",
+        "one.png",
+        cwd=tmp_path,
+        module="digit_experiments.cli",
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == (
+        f"digits predict: no MLflow store at {tmp_path.resolve() / 'mlflow.db'}: train a "
+        "model first (python -m digit_experiments.train) or pass --tracking-uri"
+    ), last
+    assert not imported & {"mlflow", "tensorflow", "keras"}, imported
+    assert not (tmp_path / "mlflow.db").exists()

@@ -21,10 +21,11 @@ from digit_experiments import cli
 from digit_experiments.app.run import train
 from digit_experiments.core import data
 from digit_experiments.errors import ModelError
+from digit_experiments.inference import fetch
 from digit_experiments.inference.loading import load_model
 from digit_experiments.inference.predictor import Predictor, read_image
 
-from .conftest import clean_env, http, mlflow_process, small_cfg, working_in
+from .conftest import clean_env, http, mlflow_process, run_cli_imports, small_cfg, working_in
 
 NAME = "mnist-digit-classifier"
 
@@ -246,6 +247,47 @@ def test_predict_refuses_bad_input_with_a_clear_error(store, pictures, tmp_path,
     for (model, file), message in cases:
         code, _, err = digits(store, "predict", "--model", model, file, capsys=capsys)
         assert code == 1 and message in err, (message, err)
+
+
+def test_predict_resolves_a_store_uri_in_a_second_process(store, pictures, tmp_path, capsys):
+    """`digits predict` with a models:/ URI: MLflow works in a child process while the
+    command imports TensorFlow (inference.fetch), so the command itself never imports
+    MLflow, and answers as the in-process Predictor does. A child that gives no answer
+    leaves the work to the in-process loader; an error of the child's keeps its kind."""
+    files = [str(f) for f in sorted(pictures[0]["inverted_4x"].glob("*.png"))[:5]]
+    expected = Predictor.load(f"models:/{NAME}@champion").predict([read_image(f) for f in files])
+    model = ["--model", f"models:/{NAME}@champion", "--json", *files]
+    result, imported = run_cli_imports(
+        "--tracking-uri",
+        store["uri"],
+        "predict",
+        *model,
+        cwd=tmp_path,
+        module="digit_experiments.cli",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    answers = json.loads(result.stdout)
+    np.testing.assert_allclose(
+        [a["probabilities"] for a in answers], [p.probabilities for p in expected], atol=1e-5
+    )
+    if fetch._cpus() > 1:
+        assert "mlflow" not in imported and "keras" in imported
+
+    # A child that says nothing (here: not Python at all): the same answer, in-process.
+    child = fetch.Fetch(f"models:/{NAME}@champion", store["uri"])
+    assert child.keras_file().endswith("model.keras")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "executable", "/bin/true")
+        assert fetch.Fetch(f"models:/{NAME}@champion", store["uri"]).keras_file() is None
+        code, out, err = digits(store, "predict", *model, capsys=capsys)
+    assert code == 0, err
+    assert [a["digit"] for a in json.loads(out)] == [a["digit"] for a in answers]
+
+    # The child's TrackingUnavailable, as the command said it before the child existed.
+    code = cli.main(["--tracking-uri", "http://127.0.0.1:9", "predict", *model])
+    assert code == 1 and "tracking server http://127.0.0.1:9 is unreachable" in (
+        capsys.readouterr().err
+    )
 
 
 def test_a_model_file_with_code_in_it_is_refused(tmp_path):

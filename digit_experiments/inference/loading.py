@@ -21,15 +21,16 @@ def is_store_uri(uri: str) -> bool:
 
 
 def load_model(uri: str):
-    """A keras.Model from a registry/run URI or a model file (safe mode, not compiled)."""
-    import keras
-
+    """A keras.Model from a registry/run URI or a model file (safe mode, not compiled).
+    A file never imports MLflow."""
     path = Path(uri).expanduser()
     if path.suffix in MODEL_SUFFIXES or path.exists():
         if not path.is_file():
             raise ModelError(f"{uri}: model file not found")
         if path.suffix not in MODEL_SUFFIXES:
             raise ModelError(f"{uri}: not a Keras model file (expected .h5 or .keras)")
+        import keras
+
         try:
             return keras.models.load_model(path, compile=False, safe_mode=True)
         except Exception as e:  # noqa: BLE001 - Keras raises many kinds; all mean "refused"

@@ -123,6 +123,20 @@ def wait_until_reachable(uri: str, seconds: float, poll: float = 1.0) -> bool:
         time.sleep(poll)
 
 
+def check_exists(uri: str) -> None:
+    """Refuse an SQLite store whose file is not there: MLflow would create an empty one
+    wherever the command was started (running all its migrations, seconds) only to say
+    that the model is not in it."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix):
+        path = Path(uri[len(prefix) :])
+        if not path.is_file():
+            raise TrackingUnavailable(
+                f"no MLflow store at {path}: train a model first "
+                "(python -m digit_experiments.train) or pass --tracking-uri"
+            )
+
+
 def connect(uri: str) -> None:
     """Point MLflow at `uri`, once it is known to be there: the `models:/` and `runs:/`
     URIs of a run's logged model resolve against it. With credentials in the URI,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import urllib.parse
 from dataclasses import dataclass
-from pathlib import Path
 
 from digit_experiments.errors import RegistryError, TrackingUnavailable
 from digit_experiments.tracking import search, store
@@ -38,13 +37,7 @@ class Version:
 def open_store(uri: str):
     """An MlflowClient for `uri`, refusing a store that is not there rather than creating
     an empty one (an SQLite file that does not exist, a server that does not answer)."""
-    if uri.startswith("sqlite:///"):
-        path = Path(uri[len("sqlite:///") :])
-        if not path.is_file():
-            raise TrackingUnavailable(
-                f"no MLflow store at {path}: train a model first "
-                "(python -m digit_experiments.train) or pass --tracking-uri"
-            )
+    store.check_exists(uri)
     store.connect(uri)  # an HTTP server that does not answer raises TrackingUnavailable
     return store.client(uri)
 
