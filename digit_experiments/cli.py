@@ -290,21 +290,21 @@ def _compare(args) -> int:
         except ValueError as e:
             raise CliError(f"--group-by: {e}") from e
         table = groups.sort_groups(groups.by_config(rows, keys), args.metric, args.ascending)
-        print(title)
-        print(groups.to_text(table, keys, metrics), end="")
-        if args.markdown:
-            args.markdown.write_text(groups.to_markdown(table, keys, metrics))
-        if args.csv:
-            args.csv.write_text(groups.to_csv(table, keys, metrics))
-        return 0
+        return _show_table(args, title, groups, table, keys, metrics)
 
     rows = compare.sort_rows(rows, args.metric, args.ascending)
+    return _show_table(args, title, compare, rows, columns)
+
+
+def _show_table(args, title: str, formats, *table) -> int:
+    """Print a table with its title; write it to --markdown / --csv if asked. `formats`:
+    the module whose to_text, to_markdown and to_csv render `table`."""
     print(title)
-    print(compare.to_text(rows, columns), end="")
+    print(formats.to_text(*table), end="")
     if args.markdown:
-        args.markdown.write_text(compare.to_markdown(rows, columns))
+        args.markdown.write_text(formats.to_markdown(*table))
     if args.csv:
-        args.csv.write_text(compare.to_csv(rows, columns))
+        args.csv.write_text(formats.to_csv(*table))
     return 0
 
 
