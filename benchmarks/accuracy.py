@@ -23,6 +23,7 @@ Writes benchmarks/results/accuracy.{json,md}.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import sys
@@ -62,15 +63,23 @@ def recorded(run) -> dict:
     return out
 
 
-def run_row(name: str, extra: list[str], seeds: str | None = None) -> dict:
+def run_row(
+    name: str, extra: list[str], seeds: str | None = None, keep: Path | None = None
+) -> dict:
     """Run one row's command (with `seeds`: as a sweep over them) into a fresh store;
-    its record."""
+    its record. With `keep`, the store is made in (and left in) keep/NAME, for commands
+    that read the runs afterwards (`digits ensemble`, benchmarks/ensemble.py)."""
     overrides = [*ROWS[name][1], *extra]
     if seeds:
         overrides = ["-m", f"trainer.seed={seeds}", *[o for o in overrides if o != "-m"]]
     command = [sys.executable, "-m", "digit_experiments.train", *overrides]
     shown = " ".join(["python -m digit_experiments.train", *overrides])
-    with tempfile.TemporaryDirectory(prefix="accuracy-bench-") as tmp:
+    with contextlib.ExitStack() as stack:
+        if keep is None:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="accuracy-bench-"))
+        else:
+            tmp = str(keep / name)
+            Path(tmp).mkdir(parents=True, exist_ok=False)  # a fresh store, never mixed
         wall, _ = timed(command, cwd=tmp)
         runs = store_runs(tmp)
         record = {
@@ -151,6 +160,9 @@ def main() -> None:
     parser.add_argument(
         "--seeds", help="e.g. 1,2,3: each row as one sweep over these trainer.seed values"
     )
+    parser.add_argument(
+        "--keep", type=Path, help="make each row's store in KEEP/ROW and leave it there"
+    )
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_args()
     chosen = args.only.split(",") if args.only else list(ROWS)
@@ -161,7 +173,7 @@ def main() -> None:
     produced: dict[str, list[dict]] = {name: [] for name in chosen}
     for i, name in rounds(chosen, args.repeat):
         seeds = args.seeds if "-m" not in ROWS[name][1] else None  # not the mlp_vs_cnn sweep
-        produced[name].append(run_row(name, args.overrides, seeds))
+        produced[name].append(run_row(name, args.overrides, seeds, args.keep))
         print(f"round {i + 1}: {name}: {json.dumps(produced[name][-1])[:400]}", flush=True)
 
     path = RESULTS / "accuracy.json"
