@@ -178,6 +178,9 @@ class TrainerConfig:
     # seed CNN, hence the default.
     pipeline: str = spec("dataset", choices=("arrays", "dataset"))
     jit_compile: bool = False  # XLA; Keras leaves it off on CPU-only machines
+    # Training steps per call into TensorFlow: > 1 saves Python's per-step work (Keras
+    # then runs batch callbacks once per call; epochs, validation and logging are unchanged).
+    steps_per_execution: int = spec(1, ge=1)
     # float32, or mixed_float16 / mixed_bfloat16: layers compute in 16 bits and keep
     # float32 weights (faster on GPUs with tensor cores; slower on most CPUs). The
     # softmax output stays float32.
