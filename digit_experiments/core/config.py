@@ -110,6 +110,12 @@ class AugmentConfig:
     rotation: float = spec(10.0, ge=0.0, le=180.0)  # degrees, either way
     shift: float = spec(0.1, ge=0.0, lt=1.0)  # fraction of the image, each axis
     zoom: float = spec(0.1, ge=0.0, lt=1.0)  # fraction, in or out
+    # Elastic distortions (Simard et al. 2003), the strongest augmentation for MLPs:
+    # displacements of `elastic` pixels at most, smoothed over `elastic_sigma` pixels
+    # (e.g. 34 and 4; 0 = off). Made in the tf.data pipeline (trainer.pipeline=dataset),
+    # outside the model, so that saved models need nothing but Keras to load.
+    elastic: float = spec(0.0, ge=0.0)
+    elastic_sigma: float = spec(4.0, gt=0.0)
 
 
 @dataclass
@@ -302,4 +308,12 @@ def validate(cfg: DictConfig) -> Config:
     Raises ConfigError naming the dotted key, the value and what is allowed, e.g.
     `trainer.epochs must be >= 1, got 0`.
     """
-    return check(cfg)
+    conf = check(cfg)
+    augment = conf.regularization.augment
+    if augment.enabled and augment.elastic > 0 and conf.trainer.pipeline != "dataset":
+        raise ConfigError(
+            f"invalid config:\n  regularization.augment.elastic={augment.elastic} needs "
+            f"trainer.pipeline=dataset (the distortions are made in tf.data), got "
+            f"trainer.pipeline={conf.trainer.pipeline}"
+        )
+    return conf
