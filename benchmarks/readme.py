@@ -118,7 +118,7 @@ def ensemble_line(entry: dict) -> list[str]:
         f"{entry['test_accuracy']:.2%} ({entry['gain_over_best_member']:+.2%} over the best)",
         f"{entry['test_f1_macro']:.4f}",
         "",
-        f"0 / {entry['wall_seconds'] / 60:.1f}",
+        f"no training / {entry['wall_seconds'] / 60:.1f}",
     ]
 
 
