@@ -111,9 +111,10 @@ class AugmentConfig:
     shift: float = spec(0.1, ge=0.0, lt=1.0)  # fraction of the image, each axis
     zoom: float = spec(0.1, ge=0.0, lt=1.0)  # fraction, in or out
     # Elastic distortions (Simard et al. 2003), the strongest augmentation for MLPs:
-    # displacements of `elastic` pixels at most, smoothed over `elastic_sigma` pixels
-    # (e.g. 34 and 4; 0 = off). Made in the tf.data pipeline (trainer.pipeline=dataset),
-    # outside the model, so that saved models need nothing but Keras to load.
+    # uniform noise in [-1, 1] per pixel and axis, smoothed by a Gaussian of
+    # `elastic_sigma` pixels, times `elastic` (their alpha and sigma, 34 and 4, move a
+    # pixel by about 1.3 on average, 6 at most; 0 = off). Made in the tf.data pipeline
+    # (trainer.pipeline=dataset), outside the model: saved models need only Keras.
     elastic: float = spec(0.0, ge=0.0)
     elastic_sigma: float = spec(4.0, gt=0.0)
 
