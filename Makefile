@@ -56,7 +56,8 @@ format: install-test
 	$(BIN)/ruff check --fix .
 
 # One benchmark: make bench-overhead, bench-throughput, bench-startup, bench-time_to_99,
-# bench-inference, bench-memory, bench-sweep_parallel, bench-accuracy, bench-fast (figures in
+# bench-inference, bench-memory, bench-sweep_parallel, bench-accuracy, bench-fast,
+# bench-ensemble ARGS=DIR/ROW (figures in
 # benchmarks/results/; then `make readme`).
 bench-%: install-test
 	$(BIN)/python benchmarks/$*.py $(ARGS)

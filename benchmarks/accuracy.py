@@ -30,7 +30,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import RESULTS, machine, rounds, save, store_runs, table, timed
+from common import DIGITS_BIN, RESULTS, machine, rounds, save, store_runs, table, timed
 
 # name -> (what it is, the overrides of its command). A sweep's overrides start with -m.
 ROWS = {
@@ -49,7 +49,6 @@ ROWS = {
 }
 METRICS = ("test_accuracy", "test_f1_macro", "epochs_trained", "best_epoch", "train_seconds")
 COMPARE_COLUMNS = "job,status,model,regularization,test_accuracy,test_f1_macro,epochs,seconds"
-DIGITS_BIN = Path(sys.executable).parent / "digits"
 
 
 def recorded(run) -> dict:

@@ -15,6 +15,8 @@ from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# The command line entry point of the environment running the benchmark.
+DIGITS_BIN = Path(sys.executable).parent / "digits"
 # $BENCHMARK_RESULTS redirects the figures (the tests use it to keep these files as they are).
 RESULTS = Path(os.environ.get("BENCHMARK_RESULTS", ROOT / "benchmarks" / "results"))
 

@@ -11,8 +11,8 @@ Two parts, each whole processes:
    every run pays), the two alternated.
 2. Profile: the preset's training without tracking (benchmarks/throughput.py's worker)
    and one change at a time: batch size, tf.data instead of arrays, XLA, 1 thread, batch
-   normalisation, bfloat16; per process the first epoch (tracing included) and the
-   median of the others, over `--profile-repeat` alternated rounds.
+   normalisation, bfloat16, steps per execution; per process the first epoch (tracing
+   included) and the median of the others, over `--profile-repeat` alternated rounds.
 Writes benchmarks/results/fast.{json,md}.
 """
 
@@ -36,6 +36,7 @@ VARIANTS = [
     ("batch 512", ["trainer.batch_size=512"]),
     ("tf.data pipeline", ["trainer.pipeline=dataset"]),
     ("XLA", ["trainer.jit_compile=true"]),
+    ("8 steps per execution", ["trainer.steps_per_execution=8"]),
     ("1 thread", ["trainer.threads=1"]),
     ("batch normalisation", ["regularization=batchnorm"]),
     ("mixed bfloat16", ["trainer.precision=mixed_bfloat16"]),

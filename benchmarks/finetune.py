@@ -34,9 +34,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import save, store_runs, table, timed
+from common import DIGITS_BIN, save, store_runs, table, timed
 
-DIGITS_BIN = Path(sys.executable).parent / "digits"
 NAME = "mnist-digit-classifier"
 FOLDER = "uci_digits"
 TARGET = 0.97  # the full preset on the held-out half (tests/test_finetune.py checks it)

@@ -94,6 +94,9 @@ def results_block(results: dict) -> str:
         if wall_text is None:  # one process ran the seeds' runs one after the other
             minutes = f"{show(train)}; the sweep in all: {sweep['wall_seconds'] / 60:.1f}"
         lines.append([description, f"`{command}`", accuracy, f1, epochs, minutes])
+        ensemble = results.get("ensemble", {}).get("rows", {}).get(name)
+        if ensemble and ensemble["sweep_run_id"] == rows[name]["runs"][-1].get("parent_run_id"):
+            lines.append(ensemble_line(ensemble))
     lines.append(SEED_REPORT)
     header = ["model", "command", "test accuracy", "macro F1", "epochs (best)"]
     header.append("minutes: training / whole process")
@@ -104,6 +107,19 @@ def results_block(results: dict) -> str:
         "shows the mean ± standard deviation of its runs and the best of them; other rows "
         "with several runs show min / median / max.\n\n" + table(header, lines)
     )
+
+
+def ensemble_line(entry: dict) -> list[str]:
+    """The row under a sweep's: its runs averaged by `digits ensemble` (ensemble.json)."""
+    members = len(entry["members"])
+    return [
+        f"ensemble of the {members} runs above (averaged probabilities)",
+        f"`{entry['command'].replace(entry['sweep_run_id'], 'SWEEP_RUN_ID')}`",
+        f"{entry['test_accuracy']:.2%} ({entry['gain_over_best_member']:+.2%} over the best)",
+        f"{entry['test_f1_macro']:.4f}",
+        "",
+        f"no training / {entry['wall_seconds'] / 60:.1f}",
+    ]
 
 
 def mean_std(values: list[float], fmt: str) -> str:

@@ -60,7 +60,7 @@ def worker(overrides: list[str]) -> None:
 
     one_hot = np.eye(splits.num_classes, dtype=np.float32)
     model.fit(
-        **pipeline.fit_inputs(splits, one_hot, conf.trainer),
+        **pipeline.fit_inputs(splits, one_hot, conf.trainer, conf.regularization.augment),
         epochs=conf.trainer.epochs,
         callbacks=[Clock()],
         verbose=0,

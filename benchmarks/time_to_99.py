@@ -49,7 +49,7 @@ def worker(target: float, max_epochs: int, overrides: list[str]) -> None:
                 self.model.stop_training = True
 
     model.fit(
-        **pipeline.fit_inputs(splits, one_hot, conf.trainer),
+        **pipeline.fit_inputs(splits, one_hot, conf.trainer, conf.regularization.augment),
         epochs=max_epochs,
         callbacks=[TestEachEpoch()],
         verbose=0,

@@ -215,8 +215,10 @@ def test_readme_figures_are_the_generated_ones():
 
 
 def test_an_accuracy_row_over_seeds_is_one_sweep_and_the_readme_shows_mean_and_std(tmp_path):
+    """... and, with the sweep's store kept, benchmarks/ensemble.py averages its runs and
+    the README shows the ensemble under the row."""
     results = tmp_path / "results"
-    args = ["--only", "seed_mlp", "--seeds", "1,2", *TINY]
+    args = ["--only", "seed_mlp", "--seeds", "1,2", "--keep", str(tmp_path / "kept"), *TINY]
     result = run_benchmark("accuracy.py", args, results)
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep,) = json.loads((results / "accuracy.json").read_text())["rows"]["seed_mlp"]["runs"]
@@ -234,3 +236,24 @@ def test_an_accuracy_row_over_seeds_is_one_sweep_and_the_readme_shows_mean_and_s
     std = abs(accuracies[0] - accuracies[1]) / 2**0.5  # the sample std of two values
     best = max(children, key=lambda c: c["test_accuracy"])
     assert f"{mean:.2%} ± {std:.2%} (n=2); best {best['test_accuracy']:.2%} (seed " in line
+
+    result = run_benchmark(
+        "ensemble.py", [str(tmp_path / "kept" / "seed_mlp"), "--top", "2"], results
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    entry = json.loads((results / "ensemble.json").read_text())["rows"]["seed_mlp"]
+    assert entry["sweep_run_id"] == sweep["parent_run_id"]
+    assert {m["run_id"] for m in entry["members"]} == {c["run_id"] for c in children}
+    assert sorted(m["seed"] for m in entry["members"]) == [1, 2]
+    best_member = max(m["test_accuracy"] for m in entry["members"])
+    assert entry["gain_over_best_member"] == pytest.approx(entry["test_accuracy"] - best_member)
+    assert generate(readme, results).returncode == 0
+    lines = readme.read_text().splitlines()
+    at = next(i for i, x in enumerate(lines) if x.startswith("| seed MLP |"))
+    assert lines[at + 1].startswith("| ensemble of the 2 runs above (averaged probabilities) |")
+    assert f"{entry['test_accuracy']:.2%}" in lines[at + 1] and "SWEEP_RUN_ID" in lines[at + 1]
+    assert generate(readme, results, "--check").returncode == 0
+
+    # A store that is not a kept row's: refused, naming it.
+    result = run_benchmark("ensemble.py", [str(tmp_path)], results)
+    assert result.returncode != 0 and f"{tmp_path}: no mlflow.db" in result.stderr

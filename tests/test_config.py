@@ -62,6 +62,8 @@ OUT_OF_RANGE = [
     ("regularization.conv_dropout=1.0", "regularization.conv_dropout must be < 1.0"),
     ("regularization.dense_dropout=-0.1", "regularization.dense_dropout must be >= 0.0"),
     ("regularization.l2=-1", "regularization.l2 must be >= 0.0"),
+    ("regularization.augment.elastic=-1", "regularization.augment.elastic must be >= 0.0"),
+    ("regularization.augment.elastic_sigma=0", "regularization.augment.elastic_sigma must be > 0"),
     ("data.train_limit=-5", "data.train_limit must be >= 10"),
     ("data.test_limit=-1", "data.test_limit must be >= 10"),
     ("data.val_fraction=1.5", "data.val_fraction must be < 1.0"),

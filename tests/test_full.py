@@ -7,9 +7,10 @@ import json
 import pytest
 from mlflow.tracking import MlflowClient
 
+from digit_experiments import cli
 from digit_experiments.app.run import train
 
-from .conftest import compose_cfg, http, mlflow_process, run_cli
+from .conftest import compose_cfg, http, mlflow_process, run_cli, working_in
 
 # Each accuracy of the README's results table, with the floor a run must reach.
 TARGETS = [
@@ -18,9 +19,8 @@ TARGETS = [
     ("model=mlp", "digit-experiments", 0.975),
     # 99% in 3 short epochs (its 15 s of training are checked by benchmarks/fast.py).
     ("experiment=fast", "fast", 0.990),
-    # Both beat the seed's best (98.7%); they got 99.21% and 99.67% when recorded.
     ("experiment=best_mlp", "best-mlp", 0.985),
-    ("experiment=best_cnn", "best-cnn", 0.995),  # about 26 minutes on 2 cores
+    # experiment=best_cnn: over 3 seeds, in the test after this one.
 ]
 
 
@@ -54,6 +54,35 @@ def test_the_seed_architectures_reach_their_targets_as_a_mean_over_3_seeds(tmp_p
     assert all(r.info.status == "FINISHED" for r in children)
     accuracy = [r.data.metrics["test_accuracy"] for r in children]
     assert sum(accuracy) / 3 >= target, accuracy
+
+
+# experiment=best_cnn over 3 seeds (issue 12's targets): each run within 30 minutes of
+# training on 2 cores, the best and the mean of the 3, and the 3 averaged by
+# `digits ensemble`. Recorded: benchmarks/results/accuracy.json and ensemble.json.
+BEST_CNN = {"one": 0.9975, "mean": 0.9970, "ensemble": 0.998, "train_seconds": 1800}
+
+
+@pytest.mark.slow
+def test_best_cnn_over_3_seeds_and_their_ensemble_reach_their_targets(tmp_path):
+    result = run_cli("-m", "experiment=best_cnn", "trainer.seed=1,2,3", cwd=tmp_path, timeout=7200)
+    assert result.returncode == 0, result.stderr[-4000:]
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("best-cnn").experiment_id
+    runs = client.search_runs([experiment])
+    (parent,) = [r for r in runs if r.data.tags.get("sweep") == "true"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert sorted(r.data.params["trainer.seed"] for r in children) == ["1", "2", "3"]
+    assert all(r.data.metrics["train_seconds"] <= BEST_CNN["train_seconds"] for r in children)
+    accuracy = [r.data.metrics["test_accuracy"] for r in children]
+    assert max(accuracy) >= BEST_CNN["one"], accuracy
+    assert sum(accuracy) / 3 >= BEST_CNN["mean"], accuracy
+
+    with working_in(tmp_path):
+        args = ["--tracking-uri", uri, "ensemble", "--parent", parent.info.run_id, "--top", "3"]
+        assert cli.main(args) == 0
+    (ensemble,) = client.search_runs([experiment], "tags.model = 'ensemble'")
+    assert ensemble.data.metrics["test_accuracy"] >= BEST_CNN["ensemble"]
 
 
 @pytest.mark.slow

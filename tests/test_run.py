@@ -245,7 +245,14 @@ def test_a_schedule_moves_the_logged_learning_rate(tmp_path):
     assert run.data.params["trainer.label_smoothing"] == "0.1"
 
 
-@pytest.mark.parametrize("options", [["trainer.pipeline=arrays"], ["trainer.jit_compile=true"]])
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["trainer.pipeline=arrays"],
+        ["trainer.jit_compile=true"],
+        ["trainer.steps_per_execution=4"],  # 2,000 images: 63 steps, the last call runs 3
+    ],
+)
 def test_pipeline_and_xla_options_train_as_well(tmp_path, options, recwarn):
     cfg = small_cfg(tmp_path, "model=mlp", "trainer.epochs=2", *options)
     metrics = train(cfg, output_dir=tmp_path / "out")
@@ -256,6 +263,8 @@ def test_pipeline_and_xla_options_train_as_well(tmp_path, options, recwarn):
     run = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").search_runs(["1"])[0]
     key, value = options[0].split("=")
     assert run.data.params[key] == value.replace("true", "True")
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    assert len(client.get_metric_history(run.info.run_id, "val_accuracy")) == 2  # per epoch
 
 
 def _capture_models(monkeypatch) -> list:

@@ -296,7 +296,7 @@ def fit_and_evaluate(
     one_hot = np.eye(splits.num_classes, dtype=np.float32)
     started = time.perf_counter()
     history = model.fit(
-        **pipeline.fit_inputs(splits, one_hot, conf.trainer),
+        **pipeline.fit_inputs(splits, one_hot, conf.trainer, conf.regularization.augment),
         epochs=conf.trainer.epochs,
         initial_epoch=done,
         callbacks=training.callbacks(

@@ -110,6 +110,13 @@ class AugmentConfig:
     rotation: float = spec(10.0, ge=0.0, le=180.0)  # degrees, either way
     shift: float = spec(0.1, ge=0.0, lt=1.0)  # fraction of the image, each axis
     zoom: float = spec(0.1, ge=0.0, lt=1.0)  # fraction, in or out
+    # Elastic distortions (Simard et al. 2003), the strongest augmentation for MLPs:
+    # uniform noise in [-1, 1] per pixel and axis, smoothed by a Gaussian of
+    # `elastic_sigma` pixels, times `elastic` (their alpha and sigma, 34 and 4, move a
+    # pixel by about 1.3 on average, 6 at most; 0 = off). Made in the tf.data pipeline
+    # (trainer.pipeline=dataset), outside the model: saved models need only Keras.
+    elastic: float = spec(0.0, ge=0.0)
+    elastic_sigma: float = spec(4.0, gt=0.0)
 
 
 @dataclass
@@ -178,6 +185,9 @@ class TrainerConfig:
     # seed CNN, hence the default.
     pipeline: str = spec("dataset", choices=("arrays", "dataset"))
     jit_compile: bool = False  # XLA; Keras leaves it off on CPU-only machines
+    # Training steps per call into TensorFlow: > 1 saves Python's per-step work (Keras
+    # then runs batch callbacks once per call; epochs, validation and logging are unchanged).
+    steps_per_execution: int = spec(1, ge=1)
     # float32, or mixed_float16 / mixed_bfloat16: layers compute in 16 bits and keep
     # float32 weights (faster on GPUs with tensor cores; slower on most CPUs). The
     # softmax output stays float32.
@@ -299,4 +309,12 @@ def validate(cfg: DictConfig) -> Config:
     Raises ConfigError naming the dotted key, the value and what is allowed, e.g.
     `trainer.epochs must be >= 1, got 0`.
     """
-    return check(cfg)
+    conf = check(cfg)
+    augment = conf.regularization.augment
+    if augment.enabled and augment.elastic > 0 and conf.trainer.pipeline != "dataset":
+        raise ConfigError(
+            f"invalid config:\n  regularization.augment.elastic={augment.elastic} needs "
+            f"trainer.pipeline=dataset (the distortions are made in tf.data), got "
+            f"trainer.pipeline={conf.trainer.pipeline}"
+        )
+    return conf

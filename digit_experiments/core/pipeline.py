@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from digit_experiments.core.config import TrainerConfig
+from digit_experiments.core.config import AugmentConfig, TrainerConfig
 from digit_experiments.core.data import Splits
 
 
-def fit_inputs(splits: Splits, one_hot: np.ndarray, trainer: TrainerConfig) -> dict:
+def fit_inputs(
+    splits: Splits,
+    one_hot: np.ndarray,
+    trainer: TrainerConfig,
+    augment: AugmentConfig | None = None,
+) -> dict:
     """Keyword arguments for model.fit: the training data and the validation data.
 
     `arrays`: the NumPy arrays as they are; Keras batches and shuffles them itself.
     `dataset`: a tf.data pipeline, cached in memory, reshuffled every epoch (seeded)
-    and prefetched so the next batch is ready while the current one trains.
+    and prefetched so the next batch is ready while the current one trains; with
+    `augment`'s elastic distortions on, each training batch is distorted afresh.
     """
     y_train, y_val = one_hot[splits.y_train], one_hot[splits.y_val]
     if trainer.pipeline == "arrays":
@@ -30,8 +36,15 @@ def fit_inputs(splits: Splits, one_hot: np.ndarray, trainer: TrainerConfig) -> d
         .cache()
         .shuffle(len(y_train), seed=trainer.seed, reshuffle_each_iteration=True)
         .batch(trainer.batch_size)
-        .prefetch(tf.data.AUTOTUNE)
     )
+    if augment is not None and augment.enabled and augment.elastic > 0:
+        from digit_experiments.core.distort import elastic
+
+        alpha, sigma = augment.elastic, augment.elastic_sigma
+        train = train.map(
+            lambda x, y: (elastic(x, alpha, sigma), y), num_parallel_calls=tf.data.AUTOTUNE
+        )
+    train = train.prefetch(tf.data.AUTOTUNE)
     val = (
         tf.data.Dataset.from_tensor_slices((splits.x_val, y_val))
         .batch(trainer.batch_size)

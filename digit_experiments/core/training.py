@@ -83,6 +83,7 @@ def compile_model(model: keras.Model, conf: Config, steps_per_epoch: int) -> Non
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=conf.trainer.label_smoothing),
         metrics=["accuracy"],
         jit_compile=conf.trainer.jit_compile,
+        steps_per_execution=conf.trainer.steps_per_execution,
     )
 
 

@@ -1,0 +1,120 @@
+"""Ensemble: `digits ensemble` over a recorded sweep, as a whole process.
+
+    .venv/bin/python benchmarks/accuracy.py --only best_cnn --seeds 1,2,3 --keep DIR
+    .venv/bin/python benchmarks/ensemble.py DIR/best_cnn [--top K] [--row best_cnn]
+
+The first command records the sweep (accuracy.json) and leaves its SQLite store in
+DIR/best_cnn; this one runs `digits ensemble --parent SWEEP --top K` in that store and
+reads back what MLflow recorded on the ensemble run: its test accuracy and macro F1 on
+MNIST's full test set, each member's run id and test accuracy, the gain over the best
+member, and the command's wall seconds. Members are checked against accuracy.json's
+record of the same sweep, so the README's ensemble row belongs to its seeds' row.
+
+Writes benchmarks/results/ensemble.{json,md} (merged: one entry per row name).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+from pathlib import Path
+
+from common import DIGITS_BIN, RESULTS, machine, save, store_runs, table, timed
+
+
+def sweep_of(runs: list, row: str) -> object:
+    """The one sweep parent in a kept store (accuracy.py --keep makes one per row)."""
+    parents = [r for r in runs if r.data.tags.get("sweep") == "true"]
+    if len(parents) != 1:
+        raise SystemExit(f"{row}: expected one sweep in the store, found {len(parents)}")
+    return parents[0]
+
+
+def recorded_sweep(row: str, parent_id: str) -> dict:
+    """accuracy.json's record of this sweep: the members must be the runs it shows."""
+    rows = json.loads((RESULTS / "accuracy.json").read_text())["rows"]
+    for run in rows.get(row, {}).get("runs", []):
+        if run.get("parent_run_id") == parent_id:
+            return run
+    raise SystemExit(
+        f"{row}: accuracy.json has no record of sweep {parent_id}; record it first with "
+        f"benchmarks/accuracy.py --only {row} --seeds ... --keep DIR"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("store", type=Path, help="a row's kept store (accuracy.py --keep DIR)")
+    parser.add_argument("--top", type=int, default=3, help="members: the K best runs")
+    parser.add_argument("--row", help="its accuracy.json row (default: the folder's name)")
+    args = parser.parse_args()
+    store = args.store.resolve()
+    row = args.row or store.name
+    if not (store / "mlflow.db").is_file():
+        raise SystemExit(f"{store}: no mlflow.db (make it with accuracy.py --keep)")
+
+    parent = sweep_of(store_runs(store), row)
+    sweep = recorded_sweep(row, parent.info.run_id)
+    command = ["ensemble", "--parent", parent.info.run_id, "--top", str(args.top)]
+    uri = f"sqlite:///{store}/mlflow.db"
+    wall, _ = timed([str(DIGITS_BIN), "--tracking-uri", uri, *command], cwd=store)
+
+    made = [r for r in store_runs(store) if r.data.tags.get("model") == "ensemble"]
+    run = max(made, key=lambda r: r.info.start_time)  # this command's (a rerun adds one)
+    metrics = run.data.metrics
+    members = run.data.tags["ensemble.members"].split(",")
+    accuracy_of = {c["run_id"]: c for c in sweep["children"]}
+    missing = [m for m in members if m not in accuracy_of]
+    if missing:
+        raise SystemExit(f"{row}: members {missing} are not in accuracy.json's sweep")
+    entry = {
+        "command": " ".join(["digits", *command]),
+        "sweep_command": sweep["command"],
+        "sweep_run_id": parent.info.run_id,
+        "run_id": run.info.run_id,
+        "test_accuracy": metrics["test_accuracy"],
+        "test_f1_macro": metrics["test_f1_macro"],
+        "gain_over_best_member": metrics["gain_over_best_member"],
+        "members": [
+            {
+                "run_id": m,
+                "seed": accuracy_of[m].get("seed"),
+                "test_accuracy": metrics[f"member_{i}_test_accuracy"],
+            }
+            for i, m in enumerate(members)
+        ],
+        "wall_seconds": round(wall, 1),
+        "machine": machine(),
+        "date": datetime.date.today().isoformat(),
+    }
+    print(json.dumps(entry), flush=True)
+
+    path = RESULTS / "ensemble.json"
+    rows = json.loads(path.read_text())["rows"] if path.exists() else {}
+    rows[row] = entry
+    lines = [
+        [
+            name,
+            f"`{e['command']}`",
+            ", ".join(f"{m['test_accuracy']:.4f} (seed {m['seed']})" for m in e["members"]),
+            f"{e['test_accuracy']:.4f}",
+            f"{e['test_f1_macro']:.4f}",
+            f"{e['gain_over_best_member']:+.4f}",
+            f"{e['wall_seconds']:.1f}",
+            e["run_id"],
+        ]
+        for name, e in rows.items()
+    ]
+    setup = (
+        "`benchmarks/ensemble.py`: `digits ensemble` over the sweep that "
+        "`benchmarks/accuracy.py --seeds` recorded, in that sweep's store; the figures are "
+        "what MLflow recorded on the ensemble run (MNIST's full test set)."
+    )
+    header = ["row", "command", "members (test accuracy)", "test accuracy", "macro F1"]
+    header += ["gain over best member", "wall s", "run id"]
+    save("ensemble", setup, {"rows": rows}, table(header, lines))
+
+
+if __name__ == "__main__":
+    main()
