@@ -35,11 +35,11 @@ from common import DIGITS_BIN, RESULTS, machine, rounds, save, store_runs, table
 # name -> (what it is, the overrides of its command). A sweep's overrides start with -m.
 ROWS = {
     "best_cnn": (
-        "best CNN: VGG-style, batch norm, augmentation, one-cycle",
+        "best CNN: VGG-style, batch norm, augmentation, one-cycle, weight EMA",
         ["experiment=best_cnn"],
     ),
     "best_mlp": (
-        "best MLP: 1024-512, batch norm, dropout, augmentation, one-cycle",
+        "best MLP: 1024-512, batch norm, dropout, elastic and affine augmentation, one-cycle, EMA",
         ["experiment=best_mlp"],
     ),
     "fast": ("fast: the seed CNN at half its filters, one-cycle, 3 epochs", ["experiment=fast"]),

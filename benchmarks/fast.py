@@ -30,13 +30,13 @@ from common import ROOT, last_json_line, rounds, save, show, spread, store_runs,
 PRESET = ["experiment=fast"]
 # (label, overrides on top of the preset): one change at a time.
 VARIANTS = [
-    ("fast (batch 128, arrays)", []),
+    ("fast (batch 128, arrays, 8 steps per execution)", []),
     ("batch 64", ["trainer.batch_size=64"]),
     ("batch 256", ["trainer.batch_size=256"]),
     ("batch 512", ["trainer.batch_size=512"]),
     ("tf.data pipeline", ["trainer.pipeline=dataset"]),
     ("XLA", ["trainer.jit_compile=true"]),
-    ("8 steps per execution", ["trainer.steps_per_execution=8"]),
+    ("1 step per execution", ["trainer.steps_per_execution=1"]),
     ("1 thread", ["trainer.threads=1"]),
     ("batch normalisation", ["regularization=batchnorm"]),
     ("mixed bfloat16", ["trainer.precision=mixed_bfloat16"]),
