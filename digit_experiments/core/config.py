@@ -110,7 +110,7 @@ class AugmentConfig:
     rotation: float = spec(10.0, ge=0.0, le=180.0)  # degrees, either way
     shift: float = spec(0.1, ge=0.0, lt=1.0)  # fraction of the image, each axis
     zoom: float = spec(0.1, ge=0.0, lt=1.0)  # fraction, in or out
-    # Elastic distortions (Simard et al. 2003), the strongest augmentation for MLPs:
+    # Elastic distortions (Simard et al. 2003), the classic augmentation for MLPs:
     # uniform noise in [-1, 1] per pixel and axis, smoothed by a Gaussian of
     # `elastic_sigma` pixels, times `elastic` (their alpha and sigma, 34 and 4, move a
     # pixel by about 1.3 on average, 6 at most; 0 = off). Made in the tf.data pipeline
