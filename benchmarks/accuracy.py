@@ -39,7 +39,7 @@ ROWS = {
         ["experiment=best_cnn"],
     ),
     "best_mlp": (
-        "best MLP: 1024-512, batch norm, dropout, augmentation, one-cycle",
+        "best MLP: 1024-512, batch norm, dropout, elastic distortions, one-cycle, EMA",
         ["experiment=best_mlp"],
     ),
     "fast": ("fast: the seed CNN at half its filters, one-cycle, 3 epochs", ["experiment=fast"]),
