@@ -118,6 +118,11 @@ class AugmentConfig:
     elastic: float = spec(0.0, ge=0.0)
     elastic_sigma: float = spec(4.0, gt=0.0)
 
+    @property
+    def distorts(self) -> bool:
+        """Whether training batches get elastic distortions."""
+        return self.enabled and self.elastic > 0
+
 
 @dataclass
 class RegularizationConfig:
@@ -311,7 +316,7 @@ def validate(cfg: DictConfig) -> Config:
     """
     conf = check(cfg)
     augment = conf.regularization.augment
-    if augment.enabled and augment.elastic > 0 and conf.trainer.pipeline != "dataset":
+    if augment.distorts and conf.trainer.pipeline != "dataset":
         raise ConfigError(
             f"invalid config:\n  regularization.augment.elastic={augment.elastic} needs "
             f"trainer.pipeline=dataset (the distortions are made in tf.data), got "

@@ -37,7 +37,7 @@ def fit_inputs(
         .shuffle(len(y_train), seed=trainer.seed, reshuffle_each_iteration=True)
         .batch(trainer.batch_size)
     )
-    if augment is not None and augment.enabled and augment.elastic > 0:
+    if augment is not None and augment.distorts:
         from digit_experiments.core.distort import elastic
 
         alpha, sigma = augment.elastic, augment.elastic_sigma
