@@ -168,6 +168,12 @@ def main() -> None:
     unknown = sorted(set(chosen) - set(ROWS))
     if unknown:
         parser.error(f"--only: no row {unknown}; the rows: {list(ROWS)}")
+    # Refused before anything trains: otherwise a later round or row fails hours in.
+    if args.keep is not None and args.repeat > 1:
+        parser.error("--keep keeps one round's stores (KEEP/ROW): use it with --repeat 1")
+    taken = [str(args.keep / name) for name in chosen if args.keep and (args.keep / name).exists()]
+    if taken:
+        parser.error(f"--keep: {', '.join(taken)} already exists; a kept store is never mixed")
 
     produced: dict[str, list[dict]] = {name: [] for name in chosen}
     for i, name in rounds(chosen, args.repeat):

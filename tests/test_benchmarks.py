@@ -257,3 +257,12 @@ def test_an_accuracy_row_over_seeds_is_one_sweep_and_the_readme_shows_mean_and_s
     # A store that is not a kept row's: refused, naming it.
     result = run_benchmark("ensemble.py", [str(tmp_path)], results)
     assert result.returncode != 0 and f"{tmp_path}: no mlflow.db" in result.stderr
+
+    # --keep never mixes stores, and says so before anything trains (not hours in).
+    again = run_benchmark("accuracy.py", args, results)
+    kept = tmp_path / "kept" / "seed_mlp"
+    assert again.returncode == 2 and f"--keep: {kept} already exists" in again.stderr
+    repeated = ["--only", "seed_mlp", "--repeat", "2", "--keep", str(tmp_path / "new")]
+    again = run_benchmark("accuracy.py", repeated, results)
+    assert again.returncode == 2 and "use it with --repeat 1" in again.stderr
+    assert not (tmp_path / "new").exists()
