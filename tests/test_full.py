@@ -19,8 +19,8 @@ TARGETS = [
     ("model=mlp", "digit-experiments", 0.975),
     # 99% in 3 short epochs (its 15 s of training are checked by benchmarks/fast.py).
     ("experiment=fast", "fast", 0.990),
-    # Recorded 99.29% (issue 12 asks 99.35%: not reached yet).
-    ("experiment=best_mlp", "best-mlp", 0.991),
+    # Recorded 99.46%; issue 12's target for an MLP.
+    ("experiment=best_mlp", "best-mlp", 0.9935),
     # experiment=best_cnn: over 3 seeds, in the test after this one.
 ]
 
