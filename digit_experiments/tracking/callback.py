@@ -8,6 +8,7 @@ import time
 import keras
 
 from digit_experiments.core.training import current_learning_rate
+from digit_experiments.tracking.lifecycle import raise_if_terminated
 
 
 class EpochMetrics(keras.callbacks.Callback):
@@ -29,6 +30,9 @@ class EpochMetrics(keras.callbacks.Callback):
         self.record = record
         self.state = state
         self._started = 0.0
+
+    def on_train_batch_end(self, batch, logs=None):
+        raise_if_terminated()  # a stop signal whose raise was lost ends the run here
 
     def on_epoch_begin(self, epoch, logs=None):
         self._started = time.perf_counter()

@@ -180,17 +180,41 @@ def _system_metrics(uri: str, run_id: str, interval: float | None) -> Iterator[N
         monitor.finish()
 
 
+# The stop signal (SIGTERM, SIGINT) this process received inside a run, as the
+# exception it raised, if any (see raise_if_terminated).
+_received: list[KeyboardInterrupt] = []
+
+
+def raise_if_terminated() -> None:
+    """Raise again the stop signal that came, if one did. The handler's own raise is
+    lost when the signal lands while a finaliser runs (Python prints "Exception ignored
+    in __del__" and goes on), which TensorFlow's objects make likely: training then ran
+    on to its last epoch. The tracking callback asks this after every batch."""
+    if _received:
+        raise _received[0]
+
+
 @contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers can only be set from the main thread
         return
 
-    def terminated(signum, frame):
-        raise Terminated(f"terminated by signal {signal.Signals(signum).name}")
+    def stopped(signum, frame):
+        if signum == signal.SIGINT:
+            _received.append(KeyboardInterrupt())
+        else:
+            _received.append(Terminated(f"terminated by signal {signal.Signals(signum).name}"))
+        raise _received[-1]
 
-    previous = signal.signal(signal.SIGTERM, terminated)
+    _received.clear()
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, stopped)}
+    # Ctrl-C too, unless SIGINT is ignored (a shell's background job) or someone else's.
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, stopped)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        _received.clear()
