@@ -170,7 +170,7 @@ def test_a_stop_signal_whose_raise_is_lost_still_ends_training_at_the_next_batch
     monkeypatch.setattr(sys, "unraisablehook", lost.append)  # what "ignored" goes to
     callback = EpochMetrics(record=None)
     try:
-        with pytest.raises(KeyboardInterrupt) as caught, lifecycle._sigterm_as_interrupt():
+        with pytest.raises(KeyboardInterrupt) as caught, lifecycle._stop_signals_as_interrupt():
             callback.on_train_batch_end(0)  # no signal yet: training goes on
             _SignalledWhileFinalised(sig)  # dropped at once: its __del__ runs here
             assert len(lost) == 1  # the raise was lost

@@ -56,7 +56,7 @@ def tracked_run(
     if store.is_http(uri):
         log.info("run page: %s/#/experiments/%s/runs/%s", redact(uri), experiment_id, run_id)
     try:
-        with _sigterm_as_interrupt(), _system_metrics(uri, run_id, system_metrics):
+        with _stop_signals_as_interrupt(), _system_metrics(uri, run_id, system_metrics):
             yield record
     except KeyboardInterrupt as e:
         reason = str(e) or "interrupted by the user (Ctrl-C, SIGINT)"
@@ -195,7 +195,7 @@ def raise_if_terminated() -> None:
 
 
 @contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
+def _stop_signals_as_interrupt() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers can only be set from the main thread
         return
