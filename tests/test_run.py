@@ -245,6 +245,28 @@ def test_a_schedule_moves_the_logged_learning_rate(tmp_path):
     assert run.data.params["trainer.label_smoothing"] == "0.1"
 
 
+def test_the_best_epoch_is_the_checkpoints_whatever_it_monitors(tmp_path):
+    from digit_experiments.app.run import checkpoint_epoch
+
+    history = {"val_accuracy": [0.9, 0.95, 0.95], "val_loss": [0.5, 0.3, 0.2]}
+    assert checkpoint_epoch(history, "val_accuracy") == 2  # the first of a tie: Keras'
+    assert checkpoint_epoch(history, "val_loss") == 3  # the lowest loss
+
+    cfg = small_cfg(
+        tmp_path,
+        "model=mlp",
+        "trainer.epochs=3",
+        "trainer.checkpoint.monitor=val_loss",
+        "tracking.log_model=false",
+    )
+    metrics = train(cfg, output_dir=tmp_path / "out")
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    (run,) = client.search_runs(["1"])
+    losses = sorted(client.get_metric_history(run.info.run_id, "val_loss"), key=lambda m: m.step)
+    lowest = min(losses, key=lambda m: m.value)
+    assert metrics["best_epoch"] == run.data.metrics["best_epoch"] == lowest.step
+
+
 @pytest.mark.parametrize(
     "options",
     [

@@ -328,7 +328,7 @@ def fit_and_evaluate(
         train_seconds=train_seconds,
         train_images_per_second=len(splits.y_train) * epochs_now / max(train_seconds, 1e-9),
         epochs_trained=epochs_run,
-        best_epoch=int(max(range(len(val_accuracy)), key=val_accuracy.__getitem__)) + 1,
+        best_epoch=checkpoint_epoch(record.history, conf.trainer.checkpoint.monitor),
         best_val_accuracy=max(val_accuracy),
     )
     if source is not None:
@@ -369,6 +369,14 @@ def fit_and_evaluate(
         # One model, two flavors: the Keras network, and the pyfunc that serves pictures.
         record.model(partial(served.save_model, model=model, examples=splits.x_test[:5]), metrics)
     return metrics
+
+
+def checkpoint_epoch(history: dict[str, list[float]], monitor: str) -> int:
+    """The epoch (from 1) the best checkpoint holds: the first best value of `monitor`
+    (the lowest for a loss), as Keras' ModelCheckpoint saves only on a strict gain."""
+    values = history.get(monitor) or [0.0]
+    best = min(values) if "loss" in monitor else max(values)
+    return values.index(best) + 1
 
 
 def log_test_reports(record, x_test, y_true, probabilities, samples: int, seed: int) -> None:
