@@ -173,6 +173,9 @@ def test_a_sweep_launched_again_resumes_the_interrupted_job_and_skips_the_finish
     assert (
         reused.data.metrics["test_accuracy"] == client.get_run(mlp_id).data.metrics["test_accuracy"]
     )
+    # With its params, so that grouping and the UI's param columns see it like the others.
+    assert reused.data.params == client.get_run(mlp_id).data.params
+    assert reused.data.params["model.name"] == "mlp"
     assert "skipped: this config already FINISHED as run " + mlp_id in result.stdout + result.stderr
     # Both are in the sweep's comparison; the overrides shown are the user's choices.
     table = client.download_artifacts(parent.info.run_id, "comparison/jobs.md", str(tmp_path))

@@ -33,7 +33,7 @@ from digit_experiments.errors import (
 from digit_experiments.reporting.compare import shown_overrides
 from digit_experiments.tracking import resume, store
 from digit_experiments.tracking.redaction import redact, redact_logs
-from digit_experiments.tracking.runlog import flatten
+from digit_experiments.tracking.runlog import flatten, log_params
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,8 @@ def _resume_state(client, conf: Config, experiment_id, hash_, params, output_dir
 def _reuse(client, done, experiment_id, name, tags, parent) -> dict[str, float]:
     """tracking.skip_finished: the job's config already FINISHED as run `done`. In a
     sweep, a child run stands for it in the new sweep (tagged `reused_run_id`, with the
-    earlier run's final metrics) so the comparison stays whole; nothing is trained."""
+    earlier run's params and final metrics) so the comparison stays whole, grouped by
+    params too (`digits compare --group-by`); nothing is trained."""
     from mlflow.entities import Metric, RunTag
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
@@ -234,6 +235,7 @@ def _reuse(client, done, experiment_id, name, tags, parent) -> dict[str, float]:
             metrics=[Metric(k, v, now, 0) for k, v in done.data.metrics.items()],
             tags=[RunTag(k, redact(str(v))) for k, v in tags.items()],
         )
+        log_params(client, run.info.run_id, dict(done.data.params))
         client.set_terminated(run.info.run_id, "FINISHED")
     return dict(done.data.metrics)
 

@@ -48,6 +48,15 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def log_params(client, run_id: str, params: dict[str, Any]) -> None:
+    """Params in batches MLflow takes (at most 100, each value cut to 6000 characters)."""
+    from mlflow.entities import Param
+
+    items = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
+    for i in range(0, len(items), PARAMS_PER_BATCH):
+        client.log_batch(run_id, params=items[i : i + PARAMS_PER_BATCH])
+
+
 def first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return redact(f"{type(error).__name__}: {text[0] if text else ''}")[:300]
@@ -79,11 +88,7 @@ class RunLog:
     # --- plain values -----------------------------------------------------------------
 
     def params(self, params: dict[str, Any]) -> None:
-        from mlflow.entities import Param
-
-        items = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
-        for i in range(0, len(items), PARAMS_PER_BATCH):
-            self.client.log_batch(self.run_id, params=items[i : i + PARAMS_PER_BATCH])
+        log_params(self.client, self.run_id, params)
 
     def metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         from mlflow.entities import Metric
