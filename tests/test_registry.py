@@ -126,6 +126,42 @@ def test_promote_champion_challenger_and_idempotence(store, capsys):
     assert code == 0 and "beats" in out and str(_alias(store, "champion").version) == "1"
 
 
+def test_promote_by_a_loss_takes_the_lowest(store, capsys):
+    cnn, mlp = store["runs"]["cnn"], store["runs"]["mlp"]
+    assert cnn.data.metrics["val_loss"] < mlp.data.metrics["val_loss"]
+    code, out, _ = digits(store, "promote", "--dry-run", "--metric", "val_loss", capsys=capsys)
+    assert code == 0 and "dry run: nothing changed" in out
+    assert cnn.info.run_id in out and mlp.info.run_id not in out
+
+
+def test_promote_ranks_a_run_measured_on_a_test_slice_after_the_whole_test_set(store, capsys):
+    """A run tested on all 10,000 pictures against a better-looking one tested on 500."""
+    root, client = store["root"], store["client"]
+    with working_in(root):
+        train(
+            small_cfg(
+                root,
+                "model=mlp",
+                "data.train_limit=1000",
+                "data.test_limit=null",
+                "tracking.experiment=slices",
+            ),
+            output_dir=root / "whole",
+        )
+    experiment_id = client.get_experiment_by_name("slices").experiment_id
+    (whole,) = client.search_runs([experiment_id])
+    sliced = client.create_run(experiment_id, run_name="sliced")
+    client.log_metric(sliced.info.run_id, "test_accuracy", 1.0)
+    client.log_param(sliced.info.run_id, "data.test_limit", "500")
+    client.set_terminated(sliced.info.run_id)
+
+    code, out, _ = digits(store, "promote", "--experiment", "slices", "--dry-run", capsys=capsys)
+    assert code == 0
+    assert f"candidate: run {whole.info.run_id}" in out
+    assert "1 run(s) with a higher logged test_accuracy measured it on a slice" in out
+    assert sliced.info.run_id in out
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

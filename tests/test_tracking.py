@@ -124,6 +124,44 @@ def test_a_search_follows_every_page(many_runs):
     assert len(pages) == 3 and pages[0] is None
 
 
+def test_runs_rank_best_first_losses_lowest_and_test_slices_after_the_whole_test_set(tmp_path):
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.create_experiment("rank", artifact_location=(tmp_path / "a").as_uri())
+    runs = {}
+    # name: (test_accuracy, val_loss, data.test_limit)
+    for name, (accuracy, loss, limit) in {
+        "whole_good": (0.995, 0.03, None),
+        "whole_weak": (0.990, 0.02, None),
+        "slice_perfect": (1.0, 0.01, 500),
+        "slice_weak": (0.95, 0.2, 500),
+    }.items():
+        run = client.create_run(experiment, run_name=name)
+        client.log_metric(run.info.run_id, "test_accuracy", accuracy)
+        client.log_metric(run.info.run_id, "val_loss", loss)
+        client.log_param(run.info.run_id, "data.test_limit", str(limit))
+        runs[name] = run.info.run_id
+    client.create_run(experiment, run_name="no_metrics")
+    found = search.all_runs(client, [experiment])
+
+    def names(ranked):
+        return [r.info.run_name for r in ranked]
+
+    assert names(search.best_first(found, "test_accuracy")) == [
+        "whole_good",
+        "whole_weak",
+        "slice_perfect",
+        "slice_weak",
+    ]
+    # Not a test metric: the slice does not matter; a loss is best when lowest.
+    assert names(search.best_first(found, "val_loss")) == [
+        "slice_perfect",
+        "whole_weak",
+        "whole_good",
+        "slice_weak",
+    ]
+    assert search.best_first(found, "no_such_metric") == []
+
+
 def test_compare_and_sweep_tables_show_every_run_beyond_a_page(many_runs, capsys):
     uri, client, experiment, parent = many_runs
     assert [r["job"] for r in compare.sweep_rows(client, parent)] == [0, 1, 2, 3, 4]

@@ -127,11 +127,9 @@ def choose(client, metric, top, parent=None, experiment=None, runs=None) -> Choi
     )
     # An earlier ensemble is not a member: its members would count twice.
     found = [r for r in found if r.data.tags.get("model") != MODEL]
-    scored = [r for r in found if metric in r.data.metrics]
+    scored = search.best_first(found, metric)
     if found and not scored:
         raise EnsembleError(f"--metric: no finished run of {scope} has a metric {metric!r}")
-    lower_is_better = "loss" in metric
-    scored.sort(key=lambda r: r.data.metrics[metric], reverse=not lower_is_better)
     members = []
     for run in scored:
         model_id = registry.logged_model_id(client, run)

@@ -121,10 +121,9 @@ def plan_promotion(
     force: bool = False,
 ) -> Plan:
     """Pick the best run by `metric` and decide what happens to the aliases."""
-    with_metric = [r for r in runs if metric in r.data.metrics]
-    if not with_metric:
+    ranked = search.best_first(runs, metric)
+    if not ranked:
         raise RegistryError(f"--metric: no run has a metric {metric!r}")
-    ranked = sorted(with_metric, key=lambda r: r.data.metrics[metric], reverse=True)
     best = next((r for r in ranked if logged_model_id(client, r)), None)
     if best is None:
         raise RegistryError(
@@ -134,6 +133,15 @@ def plan_promotion(
     plan = Plan(name=name, metric=metric, run=best, model_id=model_id, candidate_score=0.0)
     if best is not ranked[0]:
         plan.notes.append(f"best run {ranked[0].info.run_id} has no logged model; skipped")
+    passed_over = [
+        r for r in ranked if search.on_a_test_slice(r, metric) and _better(r, best, metric)
+    ]
+    if passed_over and not search.on_a_test_slice(best, metric):
+        plan.notes.append(
+            f"{len(passed_over)} run(s) with a higher logged {metric} measured it on a "
+            f"slice of the test set (data.test_limit), e.g. {passed_over[0].info.run_id}: "
+            f"ranked after the runs measured on all of it"
+        )
 
     for version in client.search_model_versions(
         f"name = '{name}' and run_id = '{best.info.run_id}'"
@@ -162,7 +170,7 @@ def plan_promotion(
         plan.action, plan.reason = "none", f"run {best.info.run_id} is already {CHAMPION}"
     elif champion is None:
         plan.action, plan.reason = CHAMPION, f"there is no {CHAMPION} yet"
-    elif plan.candidate_score > plan.champion_score:
+    elif _beats(plan.candidate_score, plan.champion_score, metric):
         plan.action = CHAMPION
         plan.reason = (
             f"{metric} {plan.candidate_score:.4f} beats the {CHAMPION}'s "
@@ -181,6 +189,14 @@ def plan_promotion(
             f"{CHAMPION}'s {plan.champion_score:.4f} (version {champion.version})"
         )
     return plan
+
+
+def _beats(score: float, other: float, metric: str) -> bool:
+    return score < other if search.lower_is_better(metric) else score > other
+
+
+def _better(run: Run, other: Run, metric: str) -> bool:
+    return _beats(run.data.metrics[metric], other.data.metrics[metric], metric)
 
 
 def score(model_uri: str, run: Run, metric: str, evaluation: Evaluation | None = None) -> float:

@@ -76,3 +76,25 @@ def latest_sweep(client, experiment_ids: list[str] | None = None):
 
 def is_sweep(run) -> bool:
     return run.data.tags.get(SWEEP_TAG) == "true"
+
+
+# --- ranking runs by a metric ---------------------------------------------------------
+
+
+def lower_is_better(metric: str) -> bool:
+    return "loss" in metric
+
+
+def on_a_test_slice(run, metric: str) -> bool:
+    """A test metric of a run trained with `data.test_limit`: measured on part of the
+    test set, so not comparable with one measured on all of it."""
+    return metric.startswith("test_") and run.data.params.get("data.test_limit", "None") != "None"
+
+
+def best_first(runs: list, metric: str) -> list:
+    """The runs that logged `metric`, best first (smallest first for a loss). Runs whose
+    test metric comes from a slice of the test set rank after those measured on the
+    whole of it: 100% on 500 pictures says less than 99.6% on 10,000."""
+    sign = 1 if lower_is_better(metric) else -1
+    scored = [r for r in runs if metric in r.data.metrics]
+    return sorted(scored, key=lambda r: (on_a_test_slice(r, metric), sign * r.data.metrics[metric]))
