@@ -158,7 +158,7 @@ def test_promote_ranks_a_run_measured_on_a_test_slice_after_the_whole_test_set(s
     code, out, _ = digits(store, "promote", "--experiment", "slices", "--dry-run", capsys=capsys)
     assert code == 0
     assert f"candidate: run {whole.info.run_id}" in out
-    assert "1 run(s) with a higher logged test_accuracy measured it on a slice" in out
+    assert "1 run(s) with a better logged test_accuracy measured it on a slice" in out
     assert sliced.info.run_id in out
 
 

@@ -31,7 +31,7 @@ from digit_experiments.errors import (
     TrackingUnavailable,
 )
 from digit_experiments.reporting.compare import shown_overrides
-from digit_experiments.tracking import resume, store
+from digit_experiments.tracking import resume, search, store
 from digit_experiments.tracking.redaction import redact, redact_logs
 from digit_experiments.tracking.runlog import flatten, log_params
 
@@ -377,7 +377,7 @@ def checkpoint_epoch(history: dict[str, list[float]], monitor: str) -> int:
     """The epoch (from 1) the best checkpoint holds: the first best value of `monitor`
     (the lowest for a loss), as Keras' ModelCheckpoint saves only on a strict gain."""
     values = history.get(monitor) or [0.0]
-    best = min(values) if "loss" in monitor else max(values)
+    best = min(values) if search.lower_is_better(monitor) else max(values)
     return values.index(best) + 1
 
 

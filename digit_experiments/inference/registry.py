@@ -138,7 +138,7 @@ def plan_promotion(
     ]
     if passed_over and not search.on_a_test_slice(best, metric):
         plan.notes.append(
-            f"{len(passed_over)} run(s) with a higher logged {metric} measured it on a "
+            f"{len(passed_over)} run(s) with a better logged {metric} measured it on a "
             f"slice of the test set (data.test_limit), e.g. {passed_over[0].info.run_id}: "
             f"ranked after the runs measured on all of it"
         )
