@@ -294,7 +294,8 @@ def fit_and_evaluate(
         done = state.epoch
         monitored = state.history.get(conf.trainer.checkpoint.monitor)
         if monitored:
-            best_so_far = (min if "loss" in conf.trainer.checkpoint.monitor else max)(monitored)
+            lower = search.lower_is_better(conf.trainer.checkpoint.monitor)
+            best_so_far = (min if lower else max)(monitored)
     one_hot = np.eye(splits.num_classes, dtype=np.float32)
     started = time.perf_counter()
     history = model.fit(
