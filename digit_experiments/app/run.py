@@ -131,7 +131,7 @@ def _load_data(conf: Config):
 
 
 def _tracked(cfg, conf: Config, runtime: Runtime | None, uri, root, output_dir, splits) -> dict:
-    from digit_experiments.core import training
+    from digit_experiments.core import backend, training
     from digit_experiments.reporting import plots
     from digit_experiments.tracking import lifecycle, provenance
 
@@ -154,9 +154,12 @@ def _tracked(cfg, conf: Config, runtime: Runtime | None, uri, root, output_dir, 
         "regularization": conf.regularization.name,
         "overrides": shown_overrides(runtime.overrides) if runtime else "",
         **provenance.tags(),  # the code's commit and library versions, to reproduce it
-        # Where it ran: on a cluster, the machine and process to look at.
+        # Where it ran: on a cluster, the machine and process to look at; and on what
+        # (a GPU's figures are not comparable with a CPU's).
         "host": platform.node(),
         "pid": str(os.getpid()),
+        "keras.backend": backend.keras_backend(),
+        "device": backend.device(),
     }
     name = run_name(conf)
     if runtime and runtime.multirun:
@@ -273,6 +276,8 @@ def fit_and_evaluate(
     record.params(
         {
             "model.num_params": model.count_params(),
+            # What trainer.jit_compile=auto became: XLA or not (Keras decides per backend).
+            "model.jit_compiled": bool(model.jit_compile),
             **{f"data.n_{split}": n for split, n in splits.sizes().items()},
         }
     )

@@ -189,7 +189,10 @@ class TrainerConfig:
     # compares them, and XLA compilation: tf.data measures faster for the MLP and the
     # seed CNN, hence the default.
     pipeline: str = spec("dataset", choices=("arrays", "dataset"))
-    jit_compile: bool = False  # XLA; Keras leaves it off on CPU-only machines
+    # XLA. `auto`: Keras decides, off for TensorFlow on a CPU-only machine (slower here,
+    # see benchmarks/README.md), on for TensorFlow on a GPU and always on JAX, which
+    # without it runs every step op by op (two orders of magnitude slower).
+    jit_compile: Any = spec("auto", choices=("auto", True, False))
     # Training steps per call into TensorFlow: > 1 saves Python's per-step work (Keras
     # then runs batch callbacks once per call; epochs, validation and logging are unchanged).
     steps_per_execution: int = spec(1, ge=1)
@@ -322,4 +325,25 @@ def validate(cfg: DictConfig) -> Config:
             f"trainer.pipeline=dataset (the distortions are made in tf.data), got "
             f"trainer.pipeline={conf.trainer.pipeline}"
         )
+    _check_backend(conf)
     return conf
+
+
+def _check_backend(conf: Config) -> None:
+    """The two TensorFlow-only options, refused where Keras runs on another backend (or,
+    for tf.data, where TensorFlow is not installed at all: Keras on JAX takes it too)."""
+    import importlib.util
+
+    from digit_experiments.core.backend import keras_backend
+
+    backend = keras_backend()
+    if conf.trainer.deterministic and backend != "tensorflow":
+        raise ConfigError(
+            f"invalid config:\n  trainer.deterministic=true is TensorFlow's op determinism, "
+            f"and Keras runs on {backend} here (KERAS_BACKEND): drop it, or run on tensorflow"
+        )
+    if conf.trainer.pipeline == "dataset" and importlib.util.find_spec("tensorflow") is None:
+        raise ConfigError(
+            "invalid config:\n  trainer.pipeline=dataset builds a tf.data pipeline, and "
+            "TensorFlow is not installed: use trainer.pipeline=arrays"
+        )

@@ -26,6 +26,11 @@ def limit_threads(threads: int | None) -> bool:
     cap is in force: a later job in a reused worker process keeps the first one."""
     if threads is None:
         return False
+    if keras.backend.backend() != "tensorflow":
+        # JAX and PyTorch size their pools from the environment (XLA_FLAGS, torch's own
+        # settings) before the first step; nothing can cap them from here.
+        log.info("trainer.threads=%d not applied: it caps TensorFlow's threads", threads)
+        return False
     import tensorflow as tf
 
     try:
@@ -77,6 +82,11 @@ def compile_model(model: keras.Model, conf: Config, steps_per_epoch: int) -> Non
         conf.trainer.schedule, conf.optimizer.learning_rate, conf.trainer.epochs, steps_per_epoch
     )
     ema = {"use_ema": True, "ema_momentum": conf.trainer.ema} if conf.trainer.ema else {}
+    if conf.trainer.jit_compile is False and keras.backend.backend() == "jax":
+        log.warning(
+            "trainer.jit_compile=false on the JAX backend runs every training step op by "
+            "op, about 100 times slower: leave it at auto"
+        )
     model.compile(
         optimizer=build_optimizer(conf.optimizer, learning_rate=rate, **ema),
         # One-hot targets, so that label smoothing is available (same loss without it).

@@ -6,13 +6,23 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+from digit_experiments.core.backend import keras_backend
+
 # The checkout this code runs from (an editable install): its commit is the code's.
 PROJECT_DIR = Path(__file__).resolve().parents[2]
+# "tensorflow" stands for whichever backend Keras runs on (KERAS_BACKEND): a run on JAX
+# records and requires jax, and needs no TensorFlow installed.
 VERSIONED = ("tensorflow", "keras", "mlflow", "hydra-core", "numpy", "digit-experiments")
 # Pinned in a logged model's requirements (skips MLflow's slow inference of them); pillow
 # reads the pictures it serves. The served model also needs this project itself, which
 # is not on PyPI: see inference/served.py.
 LOGGED_REQUIREMENTS = ("tensorflow", "keras", "numpy", "mlflow", "pillow")
+
+
+def _packages(names: tuple[str, ...]) -> list[str]:
+    """`names` with "tensorflow" replaced by the backend's package (jax, torch, ...)."""
+    backend = keras_backend()
+    return [backend if name == "tensorflow" else name for name in names]
 
 
 def git_commit(root: Path = PROJECT_DIR) -> str | None:
@@ -40,7 +50,12 @@ def git_commit(root: Path = PROJECT_DIR) -> str | None:
 
 def tags() -> dict[str, str]:
     """`git_commit` (when known) and `version.<package>` for each library that matters."""
-    found = {f"version.{name}": metadata.version(name) for name in VERSIONED}
+    found = {}
+    for name in _packages(VERSIONED):
+        try:
+            found[f"version.{name}"] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue  # e.g. this project run from a checkout on PYTHONPATH, not installed
     commit = git_commit()
     if commit:
         found["git_commit"] = commit
@@ -49,4 +64,4 @@ def tags() -> dict[str, str]:
 
 def requirements() -> list[str]:
     """Pinned requirements for a logged model."""
-    return [f"{name}=={metadata.version(name)}" for name in LOGGED_REQUIREMENTS]
+    return [f"{name}=={metadata.version(name)}" for name in _packages(LOGGED_REQUIREMENTS)]
