@@ -30,7 +30,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import DIGITS_BIN, RESULTS, machine, rounds, save, store_runs, table, timed
+from common import DIGITS, RESULTS, machine, rounds, save, store_runs, table, timed
 
 # name -> (what it is, the overrides of its command). A sweep's overrides start with -m.
 ROWS = {
@@ -95,7 +95,7 @@ def run_row(
         markdown = Path(tmp) / "compare.md"
         timed(
             [
-                str(DIGITS_BIN),
+                *DIGITS,
                 "--tracking-uri",
                 f"sqlite:///{tmp}/mlflow.db",
                 "compare",

@@ -14,15 +14,34 @@ from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
+from digit_experiments.core.backend import keras_backend
+
 ROOT = Path(__file__).resolve().parent.parent
-# The command line entry point of the environment running the benchmark.
-DIGITS_BIN = Path(sys.executable).parent / "digits"
+# The command line of the interpreter running the benchmark (its `digits` script, as a
+# module: an environment that only has this checkout on its path has no script).
+DIGITS = [sys.executable, "-m", "digit_experiments.cli"]
 # $BENCHMARK_RESULTS redirects the figures (the tests use it to keep these files as they are).
 RESULTS = Path(os.environ.get("BENCHMARK_RESULTS", ROOT / "benchmarks" / "results"))
 
 
+def gpu() -> str | None:
+    """The first NVIDIA GPU's name (nvidia-smi), or None on a machine without one."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.splitlines()[0].strip() if out.strip() else None
+
+
 def machine() -> str:
-    """E.g. 'AMD EPYC (2 cores), Python 3.11.7, TensorFlow 2.21.0, Keras 3.15.0, ...'."""
+    """E.g. 'AMD EPYC (2 cores), Python 3.11.7, TensorFlow 2.21.0, Keras 3.15.0, ...', with
+    the GPU first where there is one, and the backend Keras runs on (KERAS_BACKEND)."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -31,16 +50,21 @@ def machine() -> str:
                 break
     except OSError:
         pass
+    backend = keras_backend()
+    name = {"tensorflow": "TensorFlow", "jax": "JAX", "torch": "PyTorch"}.get(backend, backend)
+    card = gpu()
     return (
-        f"{cpu} ({os.cpu_count()} cores), Python {platform.python_version()}, "
-        f"TensorFlow {metadata.version('tensorflow')}, Keras {metadata.version('keras')}, "
+        (f"{card}, " if card else "")
+        + f"{cpu} ({os.cpu_count()} cores), Python {platform.python_version()}, "
+        f"{name} {metadata.version(backend)}, Keras {metadata.version('keras')}, "
         f"MLflow {metadata.version('mlflow')}"
     )
 
 
 def env() -> dict[str, str]:
     """The environment for a child process: this checkout importable, the embedded store."""
-    environ = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    environ = {**os.environ, "PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "2"}
     environ.pop("MLFLOW_TRACKING_URI", None)
     return environ
 

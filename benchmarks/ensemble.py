@@ -20,7 +20,7 @@ import datetime
 import json
 from pathlib import Path
 
-from common import DIGITS_BIN, RESULTS, machine, save, store_runs, table, timed
+from common import DIGITS, RESULTS, machine, save, store_runs, table, timed
 
 
 def sweep_of(runs: list, row: str) -> object:
@@ -58,7 +58,7 @@ def main() -> None:
     sweep = recorded_sweep(row, parent.info.run_id)
     command = ["ensemble", "--parent", parent.info.run_id, "--top", str(args.top)]
     uri = f"sqlite:///{store}/mlflow.db"
-    wall, _ = timed([str(DIGITS_BIN), "--tracking-uri", uri, *command], cwd=store)
+    wall, _ = timed([*DIGITS, "--tracking-uri", uri, *command], cwd=store)
 
     made = [r for r in store_runs(store) if r.data.tags.get("model") == "ensemble"]
     run = max(made, key=lambda r: r.info.start_time)  # this command's (a rerun adds one)

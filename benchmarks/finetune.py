@@ -34,7 +34,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import DIGITS_BIN, save, store_runs, table, timed
+from common import DIGITS, save, store_runs, table, timed
 
 NAME = "mnist-digit-classifier"
 FOLDER = "uci_digits"
@@ -95,7 +95,7 @@ def run(args) -> dict:
         source_overrides = shlex.split(args.source)
         source_wall, _ = timed([*train, *source_overrides], cwd=work)
         (source_run,) = store_runs(work)
-        digits = [str(DIGITS_BIN), "--tracking-uri", uri]
+        digits = [*DIGITS, "--tracking-uri", uri]
         timed([*digits, "promote", "--experiment", "digit-experiments"], cwd=work)
         counts = write_uci_folder(work / FOLDER)
 

@@ -327,6 +327,21 @@ def fast_figure(data: dict) -> str:
     )
 
 
+def gpu_figure(data: dict) -> str:
+    """Each preset run on a GPU (gpu.json): the device and backend are in the row, as its
+    machine differs from the table's."""
+    rows = data["rows"]
+    backend = data["machine"].split("Python ")[-1].split(", ", 1)[-1].split(", Keras")[0]
+    runs = "; ".join(
+        f"{label} {row['test_accuracy']:.2%}, {row['train_seconds']:.1f} s of training, "
+        f"{row['wall_seconds']:.1f} s in all"
+        for label, row in rows.items()
+    )
+    devices = ", ".join(sorted({row["device"] for row in rows.values()}))
+    missing = f"; not run: {', '.join(data['not_run'])}" if data.get("not_run") else ""
+    return f"on {devices} ({backend}): {runs}{missing}"
+
+
 # (results file, what, command, figure) per row of the Benchmarks table.
 BENCHMARKS = [
     (
@@ -370,7 +385,14 @@ BENCHMARKS = [
         "an 8-job sweep on the stack (PostgreSQL server): basic / joblib / Ray",
         scale_figure,
     ),
+    (
+        "gpu",
+        "the presets on a GPU, as they are and in `mixed_float16` (one run each)",
+        gpu_figure,
+    ),
 ]
+# Measured elsewhere (their figures name their device): not in the table's "Measured on".
+ELSEWHERE = {"gpu"}
 
 
 def benchmarks_block(results: dict) -> str:
@@ -379,7 +401,9 @@ def benchmarks_block(results: dict) -> str:
         for name, what, figure in BENCHMARKS
     ]
     rows.append(["test accuracy per preset", "`make bench-accuracy`", "see [Results](#results)"])
-    files = [results[name] for name, _, _ in BENCHMARKS if name in results]
+    files = [
+        results[name] for name, _, _ in BENCHMARKS if name in results and name not in ELSEWHERE
+    ]
     return (
         f"Measured on {machines(files)}. Timings are min / median / max over repeats "
         "(alternated where variants are compared); one figure is one repeat.\n\n"

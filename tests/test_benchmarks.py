@@ -143,6 +143,18 @@ def generate(readme, results, *flags: str):
                 and r["met"] is False  # 900 training images do not make 99%
             ),
         ),
+        (
+            # On this CPU: the same script, the runs' device tag says where they ran.
+            "gpu.py",
+            ["--only", "fast", "data.train_limit=1000", "data.test_limit=200"],
+            lambda r: (
+                list(r["rows"]) == ["fast"]
+                and r["rows"]["fast"]["device"] == "cpu"
+                and r["rows"]["fast"]["epochs_trained"] == 3
+                and 0 < r["rows"]["fast"]["test_accuracy"] <= 1
+                and r["not_run"] == ["fast_mixed", "best_cnn", "best_cnn_mixed"]
+            ),
+        ),
     ],
 )
 def test_benchmark_runs_and_writes_its_figures(tmp_path, script, args, check):
