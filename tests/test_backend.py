@@ -19,12 +19,21 @@ from digit_experiments.errors import ConfigError
 from digit_experiments.inference import served
 from tests.conftest import SMALL, clean_env, compose_cfg
 
-# The train entry point with `import tensorflow` failing, as on a machine without it.
-WITHOUT_TENSORFLOW = (
-    "import runpy, sys; sys.modules['tensorflow'] = None; "
-    "sys.argv = ['digits-train', *sys.argv[1:]]; "
-    "runpy.run_module('digit_experiments.train', run_name='__main__')"
-)
+# The train entry point where `import tensorflow` fails as on a machine without it: a
+# finder refuses the name, so nothing (not even sys.modules) knows TensorFlow.
+WITHOUT_TENSORFLOW = """
+import runpy, sys
+
+class NoTensorFlow:
+    def find_spec(self, name, path=None, target=None):
+        if name == "tensorflow" or name.startswith("tensorflow."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, NoTensorFlow())
+sys.argv = ["digits-train", *sys.argv[1:]]
+runpy.run_module("digit_experiments.train", run_name="__main__")
+"""
 
 
 def train_on_jax(tmp_path, *overrides):
@@ -74,6 +83,21 @@ def test_a_run_on_jax_needs_no_tensorflow_records_its_backend_and_serves_anywher
         pd.DataFrame({"image": [served.png(image) for image in images]})
     )
     assert np.mean(answer["digit"] == labels) > 0.8
+
+
+def test_best_cnn_compiles_on_jax_augmentation_and_weight_averaging_included(tmp_path):
+    """Keras marks its augmentation layers unfit for XLA, which would make the whole
+    model run op by op on JAX; there they compile, with the EMA swap at each epoch."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tiny = ["data.train_limit=1000", "data.test_limit=200", "trainer.epochs=2"]
+    done = train_on_jax(tmp_path, "experiment=best_cnn", *tiny, f"tracking.uri={uri}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = mlflow.MlflowClient(uri)
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["regularization.augment.enabled"] == "True"
+    assert run.data.params["model.jit_compiled"] == "True"
+    assert run.data.metrics["epochs_trained"] == 2
 
 
 def test_tf_data_without_tensorflow_is_refused_before_a_run_opens(tmp_path):

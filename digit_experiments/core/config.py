@@ -329,11 +329,19 @@ def validate(cfg: DictConfig) -> Config:
     return conf
 
 
+def _installed(package: str) -> bool:
+    """Whether `package` can be imported, without importing it (TensorFlow takes seconds)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):  # a finder refused it; or a stand-in in sys.modules
+        return False
+
+
 def _check_backend(conf: Config) -> None:
     """The two TensorFlow-only options, refused where Keras runs on another backend (or,
     for tf.data, where TensorFlow is not installed at all: Keras on JAX takes it too)."""
-    import importlib.util
-
     from digit_experiments.core.backend import keras_backend
 
     backend = keras_backend()
@@ -342,7 +350,7 @@ def _check_backend(conf: Config) -> None:
             f"invalid config:\n  trainer.deterministic=true is TensorFlow's op determinism, "
             f"and Keras runs on {backend} here (KERAS_BACKEND): drop it, or run on tensorflow"
         )
-    if conf.trainer.pipeline == "dataset" and importlib.util.find_spec("tensorflow") is None:
+    if conf.trainer.pipeline == "dataset" and not _installed("tensorflow"):
         raise ConfigError(
             "invalid config:\n  trainer.pipeline=dataset builds a tf.data pipeline, and "
             "TensorFlow is not installed: use trainer.pipeline=arrays"

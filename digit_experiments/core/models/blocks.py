@@ -43,6 +43,12 @@ def inputs(input_shape: tuple[int, ...], reg: RegularizationConfig) -> list:
             )
         if aug.zoom > 0:
             stack.append(layers.RandomZoom(aug.zoom, fill_mode="constant", name="augment_zoom"))
+    if keras.backend.backend() == "jax":
+        # Keras marks these layers unfit for XLA (TensorFlow has no XLA kernel for their
+        # transform), which turns XLA off for the whole model; on JAX they are jax.numpy
+        # and compile, and without XLA every step would run op by op.
+        for layer in stack[1:]:
+            layer.supports_jit = True
     return stack
 
 
