@@ -551,6 +551,57 @@ def test_freezing_the_features_keeps_the_convolutions_and_uses_its_own_rate(sour
                 assert not np.array_equal(old, new), layer.name
 
 
+def test_an_ensemble_of_runs_on_a_folder_is_judged_on_their_test_split(
+    source, mnist_folder, capsys
+):
+    """Not on MNIST's test set: on the split its members logged, which the ensemble logs
+    too (so `digits promote` can judge it); members trained on other data are refused."""
+    store = mnist_folder.parent
+    uri = f"sqlite:///{store}/mlflow.db"
+    on_folder = [
+        "experiment=finetune",
+        f"model.init_from={source['h5']}",
+        "data.source=folder",
+        f"data.path={mnist_folder}",
+    ]
+    for seed in (1, 2):
+        cfg = small_cfg(store, *on_folder, f"trainer.seed={seed}", *QUIET)
+        train(cfg, output_dir=store / f"tuned-{seed}")
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("finetune").experiment_id
+    ids = [r.info.run_id for r in client.search_runs([experiment])]
+    with working_in(store):
+        assert cli.main(["--tracking-uri", uri, "ensemble", "--runs", ",".join(ids)]) == 0
+    out = capsys.readouterr().out
+    assert f"on the test split of run {ids[0]}" in out and "MNIST test set" not in out
+
+    (run,) = client.search_runs([experiment], "tags.model = 'ensemble'")
+    x_split, y_split = lineage.load_test_split(client, ids[0], store / "members-split")
+    assert run.data.params["data.source"] == "folder"
+    assert run.data.params["data.path"] == str(mnist_folder)
+    assert run.data.params["data.n_test"] == str(len(y_split))
+    logged_x, logged_y = lineage.load_test_split(client, run.info.run_id, store / "its-split")
+    np.testing.assert_array_equal(logged_y, y_split)
+    # Its test accuracy is the logged model's on that split.
+    (logged,) = client.search_logged_models(
+        [experiment], filter_string=f"source_run_id = '{run.info.run_id}'"
+    )
+    network = mlflow.keras.load_model(f"models:/{logged.model_id}")
+    predicted = network.predict(x_split, verbose=0).argmax(axis=1)
+    assert run.data.metrics["test_accuracy"] == pytest.approx(float((predicted == y_split).mean()))
+
+    # A member trained on MNIST with one on the folder: no test set fits both.
+    train(small_cfg(store, *QUIET), output_dir=store / "on-mnist")
+    (mnist_run,) = client.search_runs(
+        [client.get_experiment_by_name("digit-experiments").experiment_id]
+    )
+    members = f"{ids[0]},{mnist_run.info.run_id}"
+    assert cli.main(["--tracking-uri", uri, "ensemble", "--runs", members]) == 1
+    err = capsys.readouterr().err
+    assert "the members were trained on different data" in err
+    assert f"run {mnist_run.info.run_id}: MNIST" in err and f"the folder {mnist_folder}" in err
+
+
 def test_a_few_shot_sweep_draws_its_chart_on_the_parent(source, mnist_folder):
     work = mnist_folder.parent
     result = run_cli(

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from digit_experiments.errors import EnsembleError, ModelError
+from digit_experiments.errors import EnsembleError, ModelError, RegistryError
 
 DEFAULT_TOP = 3
 # tags.model of an ensemble run: what `--filter "tags.model = 'ensemble'"` finds, and
@@ -62,6 +62,7 @@ class Evaluated:
     x_test: object
     y_test: object
     probabilities: object
+    on: object  # inference.registry.Evaluation: which images, what they are called
 
 
 @dataclass
@@ -96,7 +97,7 @@ def make(
     store.connect(uri)  # models:/ URIs of the members resolve against this store
     client = store.client(uri)
     choice = choose(client, metric, top, parent, experiment, runs)
-    evaluated = evaluate_on_mnist(build(choice.members), choice.members)
+    evaluated = evaluate(client, build(choice.members), choice.members)
     return log_run(
         uri, client, choice, metric, evaluated, name, experiment_name, root or Path.cwd()
     )
@@ -206,18 +207,38 @@ def build(members: list[Member]):
     return ensemble.build([m.network for m in members])
 
 
-def evaluate_on_mnist(model, members: list[Member]) -> Evaluated:
-    """The ensemble's probabilities on MNIST's full test set; each member's accuracy on
-    the same images goes into its `test_accuracy` (a run's own metric may come from a
-    slice of the test set: data.test_limit)."""
-    from digit_experiments.app.finetune import mnist_test
+def evaluate(client, model, members: list[Member]) -> Evaluated:
+    """The ensemble's probabilities on the test set its members share, the one `digits
+    promote` judges each of them on: MNIST's full test set, or for members trained on a
+    folder of pictures the test split they logged. Each member's accuracy on the same
+    images goes into its `test_accuracy` (a run's own metric may come from a slice of the
+    test set: data.test_limit)."""
+    from digit_experiments.inference import registry
     from digit_experiments.inference.predictor import Predictor
 
-    x_test, y_test = mnist_test()
+    trained_on = {m.run_id: _trained_on(m.run) for m in members}
+    if len(set(trained_on.values())) > 1:
+        listed = "; ".join(f"run {run_id}: {data}" for run_id, data in trained_on.items())
+        raise EnsembleError(
+            f"the members were trained on different data, and an ensemble is judged on one "
+            f"test set: {listed}"
+        )
+    try:
+        on = registry.evaluation_set(client, members[0].run)
+    except RegistryError as e:
+        raise EnsembleError(str(e)) from None
     for member in members:
-        predicted = Predictor(member.network).probabilities(x_test).argmax(axis=1)
-        member.test_accuracy = float((predicted == y_test).mean())
-    return Evaluated(model, x_test, y_test, Predictor(model).probabilities(x_test))
+        predicted = Predictor(member.network).probabilities(on.x).argmax(axis=1)
+        member.test_accuracy = float((predicted == on.y).mean())
+    return Evaluated(model, on.x, on.y, Predictor(model).probabilities(on.x), on)
+
+
+def _trained_on(run) -> str:
+    """MNIST (whichever copy), or the folder of pictures the run was trained on."""
+    params = run.data.params
+    if params.get("data.source") == "folder":
+        return f"the folder {params.get('data.path')}"
+    return "MNIST"
 
 
 def ensemble_metrics(y_test, probabilities, members: list[Member]) -> dict[str, float]:
@@ -264,17 +285,21 @@ def log_run(uri, client, choice, metric, evaluated, name, experiment_name, root)
             parent_run_id=nested,
         ) as record,
     ):
-        record.params(_params(members, metric, len(y_test), model.count_params()))
+        record.params(_params(members, metric, len(y_test), model.count_params(), evaluated.on))
         for m in members:
             lineage.log_input(client, record.run_id, m.model_id)
+        folder = None if evaluated.on.mnist else members[0].run.data.params.get("data.path")
         record.dataset(
             x_test,
             y_test,
-            name="mnist-test",
-            source=str(data.bundled_dir()),
+            name="mnist-test" if folder is None else "test-split",
+            source=str(data.bundled_dir()) if folder is None else str(folder),
             digest=dataset_digest(x_test, y_test),
             context="testing",
         )
+        if folder is not None:
+            # Kept with the run, so that `digits promote` judges the ensemble on it too.
+            lineage.log_test_split(client, record.run_id, x_test, y_test, Path(output_dir))
         record.metrics(metrics)
         record.json([_member_row(i, m, metric) for i, m in enumerate(members)], MEMBERS_FILE)
         record.text(models.summary_text(model), "reports/model_summary.txt")
@@ -290,7 +315,7 @@ def log_run(uri, client, choice, metric, evaluated, name, experiment_name, root)
         model_uri=model_uri,
         metrics=metrics,
         choice=choice,
-        evaluated_on=f"the MNIST test set ({len(y_test):,} images)",
+        evaluated_on=evaluated.on.description,
         nested_under=nested,
     )
 
@@ -332,14 +357,17 @@ def _tags(choice: Choice, metric: str, metrics: dict) -> dict[str, str]:
     }
 
 
-def _params(members: list[Member], metric: str, n_test: int, num_params: int) -> dict:
+def _params(members: list[Member], metric: str, n_test: int, num_params: int, on) -> dict:
     params = {
         f"{PREFIX}size": len(members),
         f"{PREFIX}metric": metric,
-        "data.source": "bundled",  # what the registry compares it on: MNIST's test set
+        # What the registry compares it on: MNIST's test set, or the split it logged.
+        "data.source": "bundled" if on.mnist else "folder",
         "data.n_test": n_test,
         "model.num_params": num_params,
     }
+    if not on.mnist:
+        params["data.path"] = members[0].run.data.params.get("data.path")
     for i, m in enumerate(members):
         params[f"member_{i}.run_id"] = m.run_id
         params[f"member_{i}.model"] = m.family
