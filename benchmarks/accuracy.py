@@ -30,7 +30,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import DIGITS, RESULTS, machine, rounds, save, store_runs, table, timed
+from common import (
+    DIGITS,
+    RESULTS,
+    chosen_rows,
+    machine,
+    rounds,
+    save,
+    store_runs,
+    table,
+    timed,
+)
 
 # name -> (what it is, the overrides of its command). A sweep's overrides start with -m.
 ROWS = {
@@ -164,10 +174,7 @@ def main() -> None:
     )
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_args()
-    chosen = args.only.split(",") if args.only else list(ROWS)
-    unknown = sorted(set(chosen) - set(ROWS))
-    if unknown:
-        parser.error(f"--only: no row {unknown}; the rows: {list(ROWS)}")
+    chosen = chosen_rows(parser, args.only, ROWS)
     # Refused before anything trains: otherwise a later round or row fails hours in.
     if args.keep is not None and args.repeat > 1:
         parser.error("--keep keeps one round's stores (KEEP/ROW): use it with --repeat 1")

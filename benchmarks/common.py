@@ -95,6 +95,16 @@ def save(name: str, setup: str, data: dict, markdown: str) -> None:
     print("\n" + text)
 
 
+def chosen_rows(parser, only: str | None, names) -> list[str]:
+    """The rows `--only` names, in its order (all of them without it); an unknown name
+    stops the script before anything runs."""
+    chosen = only.split(",") if only else list(names)
+    unknown = sorted(set(chosen) - set(names))
+    if unknown:
+        parser.error(f"--only: no row {unknown}; the rows: {list(names)}")
+    return chosen
+
+
 def rounds(names: list[str], repeat: int) -> Iterator[tuple[int, str]]:
     """(round, name) for `repeat` rounds in which every name runs once. The order rotates
     from round to round, so each goes first in turn: this machine's speed drifts over

@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from accuracy import run_row
-from common import RESULTS, machine, save, table
+from common import RESULTS, chosen_rows, machine, save, table
 
 # label -> (benchmarks/accuracy.py's row, extra overrides)
 ROWS = {
@@ -70,10 +70,10 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="make each row's store in KEEP/ROW")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_args()
-    chosen = args.only.split(",") if args.only else list(ROWS)
-    unknown = sorted(set(chosen) - set(ROWS))
-    if unknown:
-        parser.error(f"--only: no row {unknown}; the rows: {list(ROWS)}")
+    chosen = chosen_rows(parser, args.only, ROWS)
+    taken = [str(args.keep / row) for row in chosen if args.keep and (args.keep / row).exists()]
+    if taken:  # refused before anything runs, as benchmarks/accuracy.py does
+        parser.error(f"--keep: {', '.join(taken)} already exists; a kept store is never mixed")
     path = RESULTS / "gpu.json"
     rows = json.loads(path.read_text())["rows"] if path.exists() else {}
     with tempfile.TemporaryDirectory(prefix="gpu-bench-") as tmp:
