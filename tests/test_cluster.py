@@ -158,7 +158,8 @@ def test_eight_jobs_on_two_ray_workers_lose_nothing(stack, tmp_path):
         # Every param: each key of the job's composed config, and what the run adds.
         composed = compose_cfg(*child.data.tags["overrides"].split(), "tracking.uri=x")
         expected = set(flatten(OmegaConf.to_container(composed, resolve=True)))
-        expected |= {"model.num_params", "data.n_train", "data.n_val", "data.n_test"}
+        expected |= {"model.num_params", "model.jit_compiled"}  # what the run adds
+        expected |= {"data.n_train", "data.n_val", "data.n_test"}
         assert set(child.data.params) == expected
         for key in EPOCH_METRICS:  # every epoch of every metric
             assert [m.step for m in client.get_metric_history(run_id, key)] == [1, 2], key

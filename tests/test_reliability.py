@@ -530,7 +530,8 @@ def _assert_recorded_completely(client, run, overrides: list[str], epochs: int) 
     assert run.info.status == "FINISHED"
     cfg = compose_cfg(*overrides, f"tracking.uri={run.data.params['tracking.uri']}")
     expected = set(flatten(OmegaConf.to_container(cfg, resolve=True)))
-    expected |= {"model.num_params", "data.n_train", "data.n_val", "data.n_test"}
+    expected |= {"model.num_params", "model.jit_compiled"}  # what the run adds
+    expected |= {"data.n_train", "data.n_val", "data.n_test"}
     assert set(run.data.params) == expected
     for key in EPOCH_METRICS:
         history = client.get_metric_history(run.info.run_id, key)
