@@ -190,8 +190,9 @@ class TrainerConfig:
     # seed CNN, hence the default.
     pipeline: str = spec("dataset", choices=("arrays", "dataset"))
     # XLA. `auto`: Keras decides, off for TensorFlow on a CPU-only machine (slower here,
-    # see benchmarks/README.md), on for TensorFlow on a GPU and always on JAX, which
-    # without it runs every step op by op (two orders of magnitude slower).
+    # see benchmarks/README.md), on for TensorFlow on a GPU and on JAX, which without it
+    # runs every step op by op (two orders of magnitude slower); unless a layer of the
+    # model says it cannot compile. `model.jit_compiled` records what it became.
     jit_compile: Any = spec("auto", choices=("auto", True, False))
     # Training steps per call into TensorFlow: > 1 saves Python's per-step work (Keras
     # then runs batch callbacks once per call; epochs, validation and logging are unchanged).
