@@ -328,18 +328,15 @@ def fast_figure(data: dict) -> str:
 
 
 def gpu_figure(data: dict) -> str:
-    """Each preset run on a GPU (gpu.json): the device and backend are in the row, as its
-    machine differs from the table's."""
-    rows = data["rows"]
-    backend = data["machine"].split("Python ")[-1].split(", ", 1)[-1].split(", Keras")[0]
+    """Each preset run on a GPU (gpu.json), with its machine (the card and the backend
+    first), as it differs from the table's."""
     runs = "; ".join(
         f"{label} {row['test_accuracy']:.2%}, {row['train_seconds']:.1f} s of training, "
         f"{row['wall_seconds']:.1f} s in all"
-        for label, row in rows.items()
+        for label, row in data["rows"].items()
     )
-    devices = ", ".join(sorted({row["device"] for row in rows.values()}))
     missing = f"; not run: {', '.join(data['not_run'])}" if data.get("not_run") else ""
-    return f"on {devices} ({backend}): {runs}{missing}"
+    return f"on {data['machine']}: {runs}{missing}"
 
 
 # (results file, what, command, figure) per row of the Benchmarks table.

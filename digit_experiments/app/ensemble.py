@@ -285,10 +285,10 @@ def log_run(uri, client, choice, metric, evaluated, name, experiment_name, root)
             parent_run_id=nested,
         ) as record,
     ):
-        record.params(_params(members, metric, len(y_test), model.count_params(), evaluated.on))
+        folder = None if evaluated.on.mnist else members[0].run.data.params.get("data.path")
+        record.params(_params(members, metric, len(y_test), model.count_params(), folder))
         for m in members:
             lineage.log_input(client, record.run_id, m.model_id)
-        folder = None if evaluated.on.mnist else members[0].run.data.params.get("data.path")
         record.dataset(
             x_test,
             y_test,
@@ -357,17 +357,17 @@ def _tags(choice: Choice, metric: str, metrics: dict) -> dict[str, str]:
     }
 
 
-def _params(members: list[Member], metric: str, n_test: int, num_params: int, on) -> dict:
+def _params(members: list[Member], metric: str, n_test: int, num_params: int, folder) -> dict:
     params = {
         f"{PREFIX}size": len(members),
         f"{PREFIX}metric": metric,
         # What the registry compares it on: MNIST's test set, or the split it logged.
-        "data.source": "bundled" if on.mnist else "folder",
+        "data.source": "bundled" if folder is None else "folder",
         "data.n_test": n_test,
         "model.num_params": num_params,
     }
-    if not on.mnist:
-        params["data.path"] = members[0].run.data.params.get("data.path")
+    if folder is not None:
+        params["data.path"] = folder
     for i, m in enumerate(members):
         params[f"member_{i}.run_id"] = m.run_id
         params[f"member_{i}.model"] = m.family
