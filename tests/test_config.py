@@ -84,6 +84,22 @@ def test_out_of_range_values_are_refused_with_the_key(override, message):
 
 
 @pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.convs_per_block=0", "model.convs_per_block must be an int >= 1 or a list"),
+        ("model.kernel_size=[5,x,3]", "model.kernel_size must be an int >= 1 or a list"),
+        ("model.kernel_size=true", "model.kernel_size must be an int >= 1 or a list"),
+        ("model.convs_per_block=[1,2]", "must have one item per block (3, as block_filters)"),
+    ],
+)
+def test_vgg_takes_one_value_or_one_per_block(override, message):
+    assert validate(compose_cfg("model=vgg", "model.kernel_size=[5,3,3]")).model.kernel_size
+    with pytest.raises(ConfigError, match="invalid config") as err:
+        validate(compose_cfg("model=vgg", override))
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
     ("override", "key"),
     [
         ("trainer.epochz=3", "trainer.epochz"),  # mistyped key

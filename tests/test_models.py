@@ -119,6 +119,18 @@ def test_vgg_stacks_conv_batchnorm_blocks():
     assert model.output_shape == (None, 10)
 
 
+def test_vgg_blocks_can_differ_in_conv_count_and_kernel():
+    model = _build("experiment=best_cnn", "model.convs_per_block=[1,2]", "model.kernel_size=[5,3]")
+    convs = [layer for layer in model.layers if type(layer).__name__ == "Conv2D"]
+    assert [(c.name, c.kernel_size) for c in convs] == [
+        ("block1_conv1", (5, 5)),
+        ("block2_conv1", (3, 3)),
+        ("block2_conv2", (3, 3)),
+    ]
+    # valid padding: 28 -> 24 (5x5) -> 12 (pool) -> 10 -> 8 -> 4 (pool)
+    assert model.get_layer("flatten").output.shape[1] == 4 * 4 * 64
+
+
 def test_batchnorm_goes_between_each_layer_and_its_activation():
     model = _build("model=cnn", "regularization=batchnorm")
     kinds = [type(layer).__name__ for layer in model.layers]

@@ -77,6 +77,10 @@ def _check(node: Any, path: str, problems: list[str]) -> None:
                 problems.append(f"{key} must not be empty")
         else:
             _check_value(value, key, rules, problems)
+    # Rules a field's own spec cannot say (a list that needs one item per block, say): a
+    # schema's `problems()` names them, each starting with the field's key.
+    for problem in getattr(node, "problems", lambda: [])():
+        problems.append(f"{path}{problem}")
 
 
 def _check_value(value: Any, key: str, rules: dict, problems: list[str]) -> None:
