@@ -14,6 +14,11 @@ times, the rows alternated round by round. Extra OVERRIDES (e.g. data.train_limi
 for a quick check) are passed to every run and shown in its command. `--seeds 1,2,3`
 runs each chosen row as one sweep over those seeds (`-m trainer.seed=1,2,3 ...`): its
 children are the repeats, and the README shows their mean, standard deviation and best.
+`--joined KEEP` trains nothing: it adds to a row's recorded sweep the runs that joined
+it later in its kept store KEEP/ROW (more seeds for an ensemble, each trained with
+`python -m digit_experiments.train ROW'S OVERRIDES trainer.seed=N
+tracking.parent_run_id=SWEEP`), each with the overrides it recorded; the README's row
+keeps the sweep's own runs, and `benchmarks/ensemble.py` may average the joined ones too.
 
 benchmarks/results/accuracy.json is merged, not replaced: the rows run now replace
 their earlier entry and the others stay, so rows can be measured one at a time.
@@ -134,14 +139,56 @@ def run_row(
         }
 
 
+def joined_runs(name: str, record: dict, keep: Path) -> list[dict]:
+    """The runs in keep/NAME that joined `record`'s sweep after it ended: finished
+    children of its parent that the sweep itself did not make, by seed."""
+    store = keep / name
+    if not (store / "mlflow.db").is_file():
+        raise SystemExit(f"{name}: no store {store}/mlflow.db (accuracy.py --keep makes it)")
+    parent = record.get("parent_run_id")
+    runs = store_runs(store)
+    if parent is None or parent not in {r.info.run_id for r in runs}:
+        raise SystemExit(f"{name}: {store} does not hold the recorded sweep {parent}")
+    own = {c["run_id"] for c in record["children"]}
+    joined = [
+        r
+        for r in runs
+        if r.data.tags.get("mlflow.parentRunId") == parent
+        and r.info.run_id not in own
+        and r.data.tags.get("model") != "ensemble"
+    ]
+    unfinished = [r.info.run_id for r in joined if r.info.status != "FINISHED"]
+    if unfinished:
+        raise SystemExit(f"{name}: runs {unfinished} joined the sweep but did not finish")
+    joined.sort(key=lambda r: int(r.data.params["trainer.seed"]))
+    return [
+        {
+            "model": r.data.tags.get("model"),
+            "seed": int(r.data.params["trainer.seed"]),
+            "command": " ".join(
+                [
+                    "python -m digit_experiments.train",
+                    r.data.tags.get("overrides", ""),
+                    "tracking.parent_run_id=SWEEP",
+                ]
+            ),
+            "date": datetime.date.fromtimestamp(r.info.start_time / 1000).isoformat(),
+            "git_commit": r.data.tags.get("git_commit"),
+            **recorded(r),
+        }
+        for r in joined
+    ]
+
+
 def summary_rows(rows: dict) -> list[list]:
     """One line per recorded run (a sweep: one per child) for accuracy.md."""
     lines = []
     for name, row in rows.items():
         for i, run in enumerate(row["runs"], start=1):
-            for part in run.get("children", [run]):
+            for part in [*run.get("children", [run]), *run.get("joined", [])]:
                 if "seed" in part:
-                    label = f"{name} (seed {part['seed']})"
+                    joined = ", joined" if part in run.get("joined", []) else ""
+                    label = f"{name} (seed {part['seed']}{joined})"
                 elif "model" in part:
                     label = f"{name} ({part['model']})"
                 else:
@@ -150,12 +197,12 @@ def summary_rows(rows: dict) -> list[list]:
                     [
                         label,
                         i,
-                        f"`{run['command']}`",
+                        f"`{part.get('command', run['command'])}`",
                         f"{part['test_accuracy']:.4f}",
                         f"{part['test_f1_macro']:.4f}",
                         f"{part['epochs_trained']} ({part['best_epoch']})",
                         f"{part['train_seconds']:.1f}",
-                        f"{run['wall_seconds']:.1f}",
+                        f"{run['wall_seconds']:.1f}" if part not in run.get("joined", []) else "",
                         part["run_id"],
                     ]
                 )
@@ -172,9 +219,27 @@ def main() -> None:
     parser.add_argument(
         "--keep", type=Path, help="make each row's store in KEEP/ROW and leave it there"
     )
+    parser.add_argument(
+        "--joined",
+        type=Path,
+        help="train nothing: add the runs that joined each row's recorded sweep in KEEP/ROW",
+    )
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_args()
     chosen = chosen_rows(parser, args.only, ROWS)
+    path = RESULTS / "accuracy.json"
+    if args.joined is not None:
+        if args.seeds or args.keep or args.overrides or args.repeat != 1:
+            parser.error("--joined trains nothing: it takes only --only")
+        rows = json.loads(path.read_text())["rows"] if path.exists() else {}
+        for name in chosen:
+            if "children" not in rows.get(name, {"runs": [{}]})["runs"][-1]:
+                parser.error(f"--joined: {name} has no recorded sweep (record it with --seeds)")
+            record = rows[name]["runs"][-1]
+            record["joined"] = joined_runs(name, record, args.joined.resolve())
+            print(f"{name}: {len(record['joined'])} joined runs", flush=True)
+        save_rows(rows)
+        return
     # Refused before anything trains: otherwise a later round or row fails hours in.
     if args.keep is not None and args.repeat > 1:
         parser.error("--keep keeps one round's stores (KEEP/ROW): use it with --repeat 1")
@@ -188,11 +253,15 @@ def main() -> None:
         produced[name].append(run_row(name, args.overrides, seeds, args.keep))
         print(f"round {i + 1}: {name}: {json.dumps(produced[name][-1])[:400]}", flush=True)
 
-    path = RESULTS / "accuracy.json"
     rows = json.loads(path.read_text())["rows"] if path.exists() else {}
     for name in chosen:
         rows[name] = {"description": ROWS[name][0], "extra": args.overrides, "runs": produced[name]}
-    rows = {name: rows[name] for name in ROWS if name in rows}  # a stable order
+    save_rows(rows)
+
+
+def save_rows(rows: dict) -> None:
+    """accuracy.{json,md}, the rows in ROWS' order."""
+    rows = {name: rows[name] for name in ROWS if name in rows}
     setup = (
         "`benchmarks/accuracy.py`: each row's command as a whole process, into its own "
         "SQLite store; the figures are what MLflow recorded. Rows are measured separately "

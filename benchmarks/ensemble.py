@@ -8,7 +8,8 @@ DIR/best_cnn; this one runs `digits ensemble --parent SWEEP --top K` in that sto
 reads back what MLflow recorded on the ensemble run: its test accuracy and macro F1 on
 MNIST's full test set, each member's run id and test accuracy, the gain over the best
 member, and the command's wall seconds. Members are checked against accuracy.json's
-record of the same sweep, so the README's ensemble row belongs to its seeds' row.
+record of the same sweep (its own runs, and those that joined it later: `accuracy.py
+--joined`), so the README's ensemble row belongs to its seeds' row.
 
 Writes benchmarks/results/ensemble.{json,md} (merged: one entry per row name).
 """
@@ -64,7 +65,7 @@ def main() -> None:
     run = max(made, key=lambda r: r.info.start_time)  # this command's (a rerun adds one)
     metrics = run.data.metrics
     members = run.data.tags["ensemble.members"].split(",")
-    accuracy_of = {c["run_id"]: c for c in sweep["children"]}
+    accuracy_of = {c["run_id"]: c for c in [*sweep["children"], *sweep.get("joined", [])]}
     missing = [m for m in members if m not in accuracy_of]
     if missing:
         raise SystemExit(f"{row}: members {missing} are not in accuracy.json's sweep")
@@ -80,6 +81,11 @@ def main() -> None:
             {
                 "run_id": m,
                 "seed": accuracy_of[m].get("seed"),
+                **(
+                    {"joined": True, "command": accuracy_of[m]["command"]}
+                    if accuracy_of[m] in sweep.get("joined", [])
+                    else {}
+                ),
                 "test_accuracy": metrics[f"member_{i}_test_accuracy"],
             }
             for i, m in enumerate(members)
@@ -97,7 +103,7 @@ def main() -> None:
         [
             name,
             f"`{e['command']}`",
-            ", ".join(f"{m['test_accuracy']:.4f} (seed {m['seed']})" for m in e["members"]),
+            ", ".join(member_text(m) for m in e["members"]),
             f"{e['test_accuracy']:.4f}",
             f"{e['test_f1_macro']:.4f}",
             f"{e['gain_over_best_member']:+.4f}",
@@ -114,6 +120,11 @@ def main() -> None:
     header = ["row", "command", "members (test accuracy)", "test accuracy", "macro F1"]
     header += ["gain over best member", "wall s", "run id"]
     save("ensemble", setup, {"rows": rows}, table(header, lines))
+
+
+def member_text(member: dict) -> str:
+    joined = ", joined" if member.get("joined") else ""
+    return f"{member['test_accuracy']:.4f} (seed {member['seed']}{joined})"
 
 
 if __name__ == "__main__":

@@ -110,10 +110,22 @@ def results_block(results: dict) -> str:
 
 
 def ensemble_line(entry: dict) -> list[str]:
-    """The row under a sweep's: its runs averaged by `digits ensemble` (ensemble.json)."""
-    members = len(entry["members"])
+    """The row under a sweep's: its runs averaged by `digits ensemble` (ensemble.json),
+    with the seeds that joined the sweep later (accuracy.py --joined) named as such."""
+    members = entry["members"]
+    joined = [m for m in members if m.get("joined")]
+    what = f"ensemble of the {len(members)} runs above (averaged probabilities)"
+    if joined:
+        seeds = ", ".join(str(m["seed"]) for m in joined)
+        command = re.sub(r"trainer\.seed=\d+", "trainer.seed=N", joined[0]["command"])
+        what = (
+            f"ensemble of {len(members)} runs (averaged probabilities): the "
+            f"{len(members) - len(joined)} above and seeds {seeds}, which joined the same "
+            f"sweep later (`{command.replace('=SWEEP', '=SWEEP_RUN_ID')}`); the members: "
+            + mean_std([m["test_accuracy"] for m in members], "{:.2%}")
+        )
     return [
-        f"ensemble of the {members} runs above (averaged probabilities)",
+        what,
         f"`{entry['command'].replace(entry['sweep_run_id'], 'SWEEP_RUN_ID')}`",
         f"{entry['test_accuracy']:.2%} ({entry['gain_over_best_member']:+.2%} over the best)",
         f"{entry['test_f1_macro']:.4f}",

@@ -266,13 +266,42 @@ def test_an_accuracy_row_over_seeds_is_one_sweep_and_the_readme_shows_mean_and_s
     assert f"{entry['test_accuracy']:.2%}" in lines[at + 1] and "SWEEP_RUN_ID" in lines[at + 1]
     assert generate(readme, results, "--check").returncode == 0
 
+    # One more seed joins the sweep later, in its store; --joined records it (training
+    # nothing), and the ensemble may take it, named as joined in the README.
+    kept = tmp_path / "kept" / "seed_mlp"
+    joining = ["model=mlp", "trainer.seed=3", *TINY, f"tracking.uri=sqlite:///{kept}/mlflow.db"]
+    joining.append(f"tracking.parent_run_id={sweep['parent_run_id']}")
+    train = [sys.executable, "-m", "digit_experiments.train", *joining]
+    done = subprocess.run(train, cwd=kept, env=clean_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    joined = ["--only", "seed_mlp", "--joined", str(tmp_path / "kept")]
+    assert run_benchmark("accuracy.py", [*joined, "--seeds", "4"], results).returncode == 2
+    result = run_benchmark("accuracy.py", joined, results)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (record,) = json.loads((results / "accuracy.json").read_text())["rows"]["seed_mlp"]["runs"]
+    assert record["children"] == children  # the sweep's own runs, as they were
+    (late,) = record["joined"]
+    assert late["seed"] == 3 and late["status"] == "FINISHED" and 0 < late["test_accuracy"] <= 1
+    assert late["command"].startswith("python -m digit_experiments.train model=mlp trainer.seed=3")
+    assert late["command"].endswith("tracking.parent_run_id=SWEEP")
+    result = run_benchmark("ensemble.py", [str(kept), "--top", "3"], results)
+    assert result.returncode == 0, result.stderr[-3000:]
+    entry = json.loads((results / "ensemble.json").read_text())["rows"]["seed_mlp"]
+    assert [m.get("joined", False) for m in entry["members"]].count(True) == 1
+    assert generate(readme, results).returncode == 0
+    lines = readme.read_text().splitlines()
+    assert lines[at + 1].startswith(
+        "| ensemble of 3 runs (averaged probabilities): the 2 above and seeds 3, which joined "
+        "the same sweep later (`python -m digit_experiments.train model=mlp trainer.seed=N "
+    )
+    assert "tracking.parent_run_id=SWEEP_RUN_ID`); the members: " in lines[at + 1]
+
     # A store that is not a kept row's: refused, naming it.
     result = run_benchmark("ensemble.py", [str(tmp_path)], results)
     assert result.returncode != 0 and f"{tmp_path}: no mlflow.db" in result.stderr
 
     # --keep never mixes stores, and says so before anything trains (not hours in).
     again = run_benchmark("accuracy.py", args, results)
-    kept = tmp_path / "kept" / "seed_mlp"
     assert again.returncode == 2 and f"--keep: {kept} already exists" in again.stderr
     repeated = ["--only", "seed_mlp", "--repeat", "2", "--keep", str(tmp_path / "new")]
     again = run_benchmark("accuracy.py", repeated, results)
