@@ -174,6 +174,8 @@ def joined_runs(name: str, record: dict, keep: Path) -> list[dict]:
             ),
             "date": datetime.date.fromtimestamp(r.info.start_time / 1000).isoformat(),
             "git_commit": r.data.tags.get("git_commit"),
+            # A run that died and was continued (trainer.resume) says after which epoch.
+            **{k: int(v) for k, v in r.data.tags.items() if k == "resumed_after_epoch"},
             **recorded(r),
         }
         for r in joined
