@@ -113,15 +113,21 @@ def ensemble_line(entry: dict) -> list[str]:
     """The row under a sweep's: its runs averaged by `digits ensemble` (ensemble.json),
     with the seeds that joined the sweep later (accuracy.py --joined) named as such."""
     members = entry["members"]
-    joined = [m for m in members if m.get("joined")]
+    joined = sorted((m for m in members if m.get("joined")), key=lambda m: m["seed"])
     what = f"ensemble of the {len(members)} runs above (averaged probabilities)"
     if joined:
         seeds = ", ".join(str(m["seed"]) for m in joined)
-        command = re.sub(r"trainer\.seed=\d+", "trainer.seed=N", joined[0]["command"])
+        # Each distinct command once, the seed as N (some may have run two at a time).
+        commands = dict.fromkeys(
+            re.sub(r"trainer\.seed=\d+", "trainer.seed=N", m["command"]).replace(
+                "=SWEEP", "=SWEEP_RUN_ID"
+            )
+            for m in joined
+        )
         what = (
             f"ensemble of {len(members)} runs (averaged probabilities): the "
             f"{len(members) - len(joined)} above and seeds {seeds}, which joined the same "
-            f"sweep later (`{command.replace('=SWEEP', '=SWEEP_RUN_ID')}`); the members: "
+            f"sweep later ({' or '.join(f'`{c}`' for c in commands)}); the members: "
             + mean_std([m["test_accuracy"] for m in members], "{:.2%}")
         )
     return [
