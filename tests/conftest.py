@@ -59,6 +59,19 @@ def run_cli(
     )
 
 
+def start_cli(*args: str, cwd: Path) -> subprocess.Popen:
+    """`python -m digit_experiments.train ARGS`, started and left running (stderr into
+    stdout), for tests that act on a run while it trains."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "digit_experiments.train", *args],
+        cwd=cwd,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
 # What a quick command must not import (nested imports count: sys.modules is read).
 HEAVY = {"tensorflow", "keras", "mlflow"}
 

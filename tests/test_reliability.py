@@ -29,6 +29,7 @@ from .conftest import (
     http,
     mlflow_process,
     small_cfg,
+    start_cli,
 )
 
 
@@ -676,21 +677,13 @@ def test_two_runs_started_at_once_in_one_folder_keep_their_own_outputs(tmp_path)
     # Started together they resolve `${now:...}` in the same second; each must still get
     # its own folder, or one's checkpoint is the other's (or the file lock fails a run).
     def start(seed: int) -> subprocess.Popen:
-        args = ["model=mlp", f"trainer.seed={seed}", *SMALL]
-        args.append(f"tracking.uri=sqlite:///{tmp_path}/store{seed}.db")
-        return subprocess.Popen(
-            [sys.executable, "-m", "digit_experiments.train", *args],
-            cwd=tmp_path,
-            env=clean_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        store = f"tracking.uri=sqlite:///{tmp_path}/store{seed}.db"
+        return start_cli("model=mlp", f"trainer.seed={seed}", *SMALL, store, cwd=tmp_path)
 
     runs = [start(1), start(2)]
     for run in runs:
-        _, stderr = run.communicate(timeout=300)
-        assert run.returncode == 0, stderr[-3000:]
+        output = run.communicate(timeout=300)[0]
+        assert run.returncode == 0, output[-3000:]
     folders = list(tmp_path.glob("outputs/*/*-mlp"))
     assert len(folders) == 2, folders
     assert all((folder / "mlp_best_model.h5").is_file() for folder in folders)

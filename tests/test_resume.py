@@ -5,8 +5,6 @@ its interrupted jobs and skips the finished ones. Real training, a real SQLite s
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,7 +14,7 @@ from mlflow import MlflowClient
 from digit_experiments.app.sweep import quoted
 from digit_experiments.tracking import resume
 
-from .conftest import SMALL, clean_env, run_cli
+from .conftest import SMALL, run_cli, start_cli
 
 # Long enough to be stopped in the middle; small enough to be quick (about 0.3 s an epoch).
 LONG = [
@@ -30,17 +28,6 @@ LONG = [
     "trainer.schedule.name=cosine",
     "tracking.system_metrics_interval=0.5",
 ]
-
-
-def start(tmp_path, *overrides: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "digit_experiments.train", *overrides],
-        cwd=tmp_path,
-        env=clean_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
 
 
 def stop_after_epoch(process, client: MlflowClient, epoch: int, timeout: float = 180) -> str:
@@ -69,7 +56,7 @@ def steps(client, run_id: str, key: str) -> list[int]:
 def test_a_run_stopped_by_sigterm_resumes_into_the_same_run(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(uri)
-    run_id = stop_after_epoch(start(tmp_path, *LONG, f"tracking.uri={uri}"), client, 3)
+    run_id = stop_after_epoch(start_cli(*LONG, f"tracking.uri={uri}", cwd=tmp_path), client, 3)
     stopped = client.get_run(run_id)
     assert stopped.info.status == "KILLED"
     done = int(stopped.data.tags[resume.EPOCH_TAG])
@@ -141,7 +128,7 @@ def test_a_sweep_launched_again_resumes_the_interrupted_job_and_skips_the_finish
     common = [*LONG[1:], f"tracking.uri={uri}"]
     # Earlier: the MLP finished; the CNN was stopped by the scheduler after epoch 2.
     assert run_cli("model=mlp", *common, cwd=tmp_path).returncode == 0
-    cnn_id = stop_after_epoch(start(tmp_path, "model=cnn", *common), client, 2)
+    cnn_id = stop_after_epoch(start_cli("model=cnn", *common, cwd=tmp_path), client, 2)
     experiment_id = client.get_experiment_by_name("digit-experiments").experiment_id
     mlp_id = next(
         r.info.run_id for r in client.search_runs([experiment_id]) if r.data.tags["model"] == "mlp"
