@@ -187,10 +187,11 @@ def summary_rows(rows: dict) -> list[list]:
     lines = []
     for name, row in rows.items():
         for i, run in enumerate(row["runs"], start=1):
-            for part in [*run.get("children", [run]), *run.get("joined", [])]:
+            parts = [(part, False) for part in run.get("children", [run])]
+            parts += [(part, True) for part in run.get("joined", [])]
+            for part, joined in parts:
                 if "seed" in part:
-                    joined = ", joined" if part in run.get("joined", []) else ""
-                    label = f"{name} (seed {part['seed']}{joined})"
+                    label = f"{name} (seed {part['seed']}{', joined' if joined else ''})"
                 elif "model" in part:
                     label = f"{name} ({part['model']})"
                 else:
@@ -204,7 +205,7 @@ def summary_rows(rows: dict) -> list[list]:
                         f"{part['test_f1_macro']:.4f}",
                         f"{part['epochs_trained']} ({part['best_epoch']})",
                         f"{part['train_seconds']:.1f}",
-                        f"{run['wall_seconds']:.1f}" if part not in run.get("joined", []) else "",
+                        "" if joined else f"{run['wall_seconds']:.1f}",
                         part["run_id"],
                     ]
                 )
@@ -235,9 +236,9 @@ def main() -> None:
             parser.error("--joined trains nothing: it takes only --only")
         rows = json.loads(path.read_text())["rows"] if path.exists() else {}
         for name in chosen:
-            if "children" not in rows.get(name, {"runs": [{}]})["runs"][-1]:
+            record = rows.get(name, {}).get("runs", [{}])[-1]
+            if "children" not in record:
                 parser.error(f"--joined: {name} has no recorded sweep (record it with --seeds)")
-            record = rows[name]["runs"][-1]
             record["joined"] = joined_runs(name, record, args.joined.resolve())
             print(f"{name}: {len(record['joined'])} joined runs", flush=True)
         save_rows(rows)

@@ -65,6 +65,7 @@ def main() -> None:
     run = max(made, key=lambda r: r.info.start_time)  # this command's (a rerun adds one)
     metrics = run.data.metrics
     members = run.data.tags["ensemble.members"].split(",")
+    joined = {c["run_id"] for c in sweep.get("joined", [])}
     accuracy_of = {c["run_id"]: c for c in [*sweep["children"], *sweep.get("joined", [])]}
     missing = [m for m in members if m not in accuracy_of]
     if missing:
@@ -81,11 +82,7 @@ def main() -> None:
             {
                 "run_id": m,
                 "seed": accuracy_of[m].get("seed"),
-                **(
-                    {"joined": True, "command": accuracy_of[m]["command"]}
-                    if accuracy_of[m] in sweep.get("joined", [])
-                    else {}
-                ),
+                **({"joined": True, "command": accuracy_of[m]["command"]} if m in joined else {}),
                 "test_accuracy": metrics[f"member_{i}_test_accuracy"],
             }
             for i, m in enumerate(members)
