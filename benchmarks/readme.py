@@ -231,6 +231,19 @@ def throughput_figure(data: dict) -> str:
     )
 
 
+def stalls_figure(data: dict) -> str:
+    parts = [
+        f"{row['variant']} {fig(row['mean_epoch_seconds'], '{:.2f}', ' s')} "
+        f"({row['stalled_epochs']} of {row['epochs']} epochs stalled)"
+        for row in data["rows"]
+    ]
+    return (
+        f"`experiment=best_cnn`, mean seconds per epoch of {data['rows'][0]['train_images']:,}"
+        " images: " + "; ".join(parts) + ". tf.data's autotuning stalls epochs at their "
+        "start; `trainer.pipeline=dataset` runs without it"
+    )
+
+
 def predict_figure(data: dict) -> str:
     if "predict_one_image_seconds" not in data:  # only the start-up section measured
         return predict_startup_figure(data) if "startup" in data else NOT_YET
@@ -377,6 +390,7 @@ BENCHMARKS = [
         fast_figure,
     ),
     ("throughput", "training throughput", throughput_figure),
+    ("stalls", "stalls between epochs", stalls_figure),
     ("inference", "`digits predict` (whole processes)", predict_figure),
     ("inference", "`mlflow models serve`, pictures (base64 PNG), 1 / 100 a request", serve_figure),
     (

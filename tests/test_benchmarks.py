@@ -64,6 +64,16 @@ def generate(readme, results, *flags: str):
             ),
         ),
         (
+            "stalls.py",
+            ["--images", "1000", "--epochs", "3", "--repeat", "1"],
+            lambda r: (
+                [row["variant"] for row in r["rows"]] == ["dataset", "dataset, autotuned", "arrays"]
+                and all(spread_of(row["mean_epoch_seconds"], 1) for row in r["rows"])
+                and all(row["epochs"] == 2 for row in r["rows"])
+                and all(len(row["processes"][0]["epoch_seconds"]) == 3 for row in r["rows"])
+            ),
+        ),
+        (
             "time_to_99.py",
             ["--target", "0.5", "--max-epochs", "3", "--repeat", "2"]
             + ["data.train_limit=2000", "data.test_limit=500"],

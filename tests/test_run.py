@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from digit_experiments.app.run import train
-from digit_experiments.core import data, models
+from digit_experiments.core import data, models, pipeline
 from digit_experiments.core.config import validate
 from digit_experiments.inference import served
 from digit_experiments.inference.predictor import Predictor
@@ -287,6 +287,23 @@ def test_pipeline_and_xla_options_train_as_well(tmp_path, options, recwarn):
     assert run.data.params[key] == value.replace("true", "True")
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     assert len(client.get_metric_history(run.info.run_id, "val_accuracy")) == 2  # per epoch
+
+
+def test_the_dataset_pipeline_gives_every_picture_each_epoch_without_autotuning(tmp_path):
+    """tf.data's autotuning thread made a third of the epochs stall at their start
+    (benchmarks/stalls.py), so trainer.pipeline=dataset sizes its prefetch itself; it
+    still gives every training picture once an epoch, in a new order each time."""
+    cfg = validate(small_cfg(tmp_path, "trainer.pipeline=dataset", "trainer.batch_size=64"))
+    splits = data.load(cfg.data, cfg.trainer.seed)
+    inputs = pipeline.fit_inputs(splits, np.eye(10, dtype=np.float32), cfg.trainer)
+    train, val = inputs["x"], inputs["validation_data"]
+    assert train.options().autotune.enabled is False
+    assert val.options().autotune.enabled is False
+    epochs = [np.concatenate([y.numpy().argmax(1) for _, y in train]) for _ in range(2)]
+    for labels in epochs:
+        assert np.array_equal(np.bincount(labels), np.bincount(splits.y_train))
+    assert not np.array_equal(epochs[0], epochs[1])
+    assert sum(len(y) for _, y in val) == len(splits.y_val)
 
 
 def _capture_models(monkeypatch) -> list:

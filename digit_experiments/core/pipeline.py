@@ -18,7 +18,8 @@ def fit_inputs(
 
     `arrays`: the NumPy arrays as they are; Keras batches and shuffles them itself.
     `dataset`: a tf.data pipeline, cached in memory, reshuffled every epoch (seeded)
-    and prefetched so the next batch is ready while the current one trains; with
+    and prefetched so the next batch is ready while the current one trains, without
+    tf.data's autotuning (it stalls epochs, see below); with
     `augment`'s elastic distortions on, each training batch is distorted afresh.
     """
     y_train, y_val = one_hot[splits.y_train], one_hot[splits.y_val]
@@ -44,12 +45,16 @@ def fit_inputs(
         train = train.map(
             lambda x, y: (elastic(x, alpha, sigma), y), num_parallel_calls=tf.data.AUTOTUNE
         )
-    train = train.prefetch(tf.data.AUTOTUNE)
     val = (
-        tf.data.Dataset.from_tensor_slices((splits.x_val, y_val))
-        .batch(trainer.batch_size)
-        .cache()
-        .prefetch(tf.data.AUTOTUNE)
+        tf.data.Dataset.from_tensor_slices((splits.x_val, y_val)).batch(trainer.batch_size).cache()
     )
+    # One batch ahead, sized by hand: tf.data's autotuning thread made a third of the
+    # epochs here stall at their start, while fit dropped the last epoch's iterator
+    # (its destructor waits for that thread), by 17 s on 24 s epochs of best_cnn; the
+    # Keras pipeline for NumPy arrays (`arrays`) autotunes and stalls the same way.
+    # benchmarks/README.md, "Stalls between epochs".
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    train, val = (d.prefetch(1).with_options(options) for d in (train, val))
     # The dataset shuffles itself; fit's own shuffle (on by default) only warns for one.
     return {"x": train, "validation_data": val, "shuffle": False}
