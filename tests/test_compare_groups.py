@@ -93,6 +93,25 @@ def test_a_group_of_one_run_has_no_std_and_a_sweep_without_repeats_has_none():
     assert "sample standard deviation (n - 1)" in text.splitlines()[0]
 
 
+def test_an_ensemble_logged_under_the_sweep_is_a_row_of_its_own():
+    """`digits ensemble --parent SWEEP` logs its run under the sweep: it is no
+    configuration (its params are its members), so it neither joins nor renames one."""
+    ensemble = _row(9, "ensemble", "", 0.99)
+    ensemble["params"] = {"ensemble.size": "3", "member_0.run_id": "a", "data.n_test": "10000"}
+    rows = [_row(0, "mlp", 1, 0.90), _row(1, "cnn", 1, 0.95), _row(2, "cnn", 2, 0.97), ensemble]
+    table = groups.by_config(rows, [])
+    assert [(g["config"], g["runs"]) for g in table] == [
+        ("mlp", 1),
+        ("cnn", 2),
+        (f"ensemble of 3 ({ensemble['run_id'][:8]})", 1),
+    ]
+    assert table[-1]["test_accuracy_mean"] == 0.99 and table[-1]["model.name"] is None
+    assert "member_0.run_id" not in table[0]
+    # Grouped by a key the runs share, the ensemble still stands alone.
+    named = groups.by_config(rows, ["optimizer.name"])
+    assert [g["runs"] for g in named] == [3, 1]
+
+
 def test_explicit_keys_a_group_name_and_unknown_keys():
     rows = [
         _row(0, "mlp", 1, 0.90, **{"optimizer.name": "sgd"}),

@@ -19,11 +19,10 @@ from functools import partial
 from pathlib import Path
 
 from digit_experiments.errors import EnsembleError, ModelError, RegistryError
+from digit_experiments.reporting.groups import ENSEMBLE
 
 DEFAULT_TOP = 3
-# tags.model of an ensemble run: what `--filter "tags.model = 'ensemble'"` finds, and
-# what keeps an earlier ensemble out of a later one's members.
-MODEL = "ensemble"
+MODEL = ENSEMBLE  # tags.model of an ensemble run (why it matters: reporting.groups)
 PREFIX = "ensemble."
 SAMPLES = 25  # images in the predictions grid, as tracking.sample_predictions' default
 SEED = 42  # which samples the grid shows

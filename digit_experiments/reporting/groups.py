@@ -20,6 +20,10 @@ from digit_experiments.reporting import compare, describe
 from digit_experiments.tracking import resume
 
 SEED = "trainer.seed"
+# tags.model of a `digits ensemble` run (app.ensemble): what `--filter "tags.model =
+# 'ensemble'"` finds, what keeps an earlier ensemble out of a later one's members, and
+# what makes an ensemble logged under a sweep a row of its own here, not a configuration.
+ENSEMBLE = "ensemble"
 # compare's numeric columns: what a run measured (its metrics), not what it was given.
 METRICS = [column for column, where in compare.COLUMNS if where.startswith("metrics.")]
 STD_NOTE = 'std: the sample standard deviation (n - 1), "-" for a single run'
@@ -62,22 +66,32 @@ def by_config(rows: list[dict], keys: list[str]) -> list[dict]:
     """A row per configuration, of the FINISHED runs (a run that failed has no honest
     metrics), in the order the groups first appear: `config` (a short name), each of
     `keys` (the params grouped by; [] for config_keys), `runs`, `seeds`, and for each
-    metric M `M_mean`, `M_std`, `M_min`, `M_max`; `rows`: the group's own rows."""
+    metric M `M_mean`, `M_std`, `M_min`, `M_max`; `rows`: the group's own rows.
+    An ensemble run (`digits ensemble --parent SWEEP` logs it under the sweep) is a
+    group of its own, after the configurations: it trained nothing, and its params (its
+    members) are no configuration."""
     finished = [r for r in rows if r.get("status") == "FINISHED"]
+    trained = [r for r in finished if r.get("model") != ENSEMBLE]
     explicit = bool(keys)
-    keys = keys or config_keys(finished)
+    keys = keys or config_keys(trained)
     buckets: dict[tuple, list[dict]] = {}
-    for r in finished:
+    for r in trained:
         params = r.get("params") or {}
         buckets.setdefault(tuple(params.get(k) for k in keys), []).append(r)
     if explicit:
         names = [" ".join(str(v) for v in values) for values in buckets]
     else:
         names = _names(list(buckets.items()), keys)
+    for r in finished:
+        if r.get("model") == ENSEMBLE:
+            size = (r.get("params") or {}).get("ensemble.size", "?")
+            buckets[(ENSEMBLE, r["run_id"])] = [r]
+            names.append(f"ensemble of {size} ({str(r['run_id'])[:8]})")
     groups = []
-    for (values, members), name in zip(buckets.items(), names):
+    for members, name in zip(buckets.values(), names):
         seeds = sorted({(r.get("params") or {}).get(SEED) or "" for r in members}, key=_seed_order)
-        group = {"config": name, **dict(zip(keys, values)), "runs": len(members)}
+        params = members[0].get("params") or {}
+        group = {"config": name, **{k: params.get(k) for k in keys}, "runs": len(members)}
         group["seeds"] = ",".join(s for s in seeds if s)
         for metric in METRICS:
             group.update(stats(metric, [r.get(metric) for r in members]))
