@@ -158,6 +158,21 @@ def prepare(overrides: list[str]):
     return conf, splits, model
 
 
+def epoch_clock(seconds: list[float]):
+    """A Keras callback that appends each epoch's seconds (validation included) to
+    `seconds`."""
+    import keras
+
+    class Clock(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            seconds.append(time.perf_counter() - self.started)
+
+    return Clock()
+
+
 def last_json_line(stdout: str) -> dict:
     """What a worker process printed last, as JSON (TensorFlow may print before it)."""
     return json.loads(stdout.strip().splitlines()[-1])

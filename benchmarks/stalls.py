@@ -24,9 +24,19 @@ import argparse
 import json
 import statistics
 import sys
-import time
 
-from common import ROOT, last_json_line, prepare, rounds, save, show, spread, table, timed
+from common import (
+    ROOT,
+    epoch_clock,
+    last_json_line,
+    prepare,
+    rounds,
+    save,
+    show,
+    spread,
+    table,
+    timed,
+)
 
 STALL = 1.3  # an epoch over 1.3 x its process's fastest one stalled
 VARIANTS = {
@@ -39,7 +49,6 @@ VARIANTS = {
 def worker(variant: str, overrides: list[str]) -> None:
     """Train as a run does (model, compile, pipeline), without tracking; print every
     epoch's seconds as JSON."""
-    import keras
     import numpy as np
     import tensorflow as tf
 
@@ -52,16 +61,8 @@ def worker(variant: str, overrides: list[str]) -> None:
         options.autotune.enabled = True
         inputs["x"] = inputs["x"].with_options(options)
         inputs["validation_data"] = inputs["validation_data"].with_options(options)
-    seconds = []
-
-    class Clock(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.started = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            seconds.append(time.perf_counter() - self.started)
-
-    model.fit(**inputs, epochs=conf.trainer.epochs, callbacks=[Clock()], verbose=0)
+    seconds: list[float] = []
+    model.fit(**inputs, epochs=conf.trainer.epochs, callbacks=[epoch_clock(seconds)], verbose=0)
     print(json.dumps({"epoch_seconds": seconds, "train_images": len(splits.y_train)}))
 
 

@@ -19,9 +19,19 @@ import argparse
 import json
 import statistics
 import sys
-import time
 
-from common import ROOT, last_json_line, prepare, rounds, save, show, spread, table, timed
+from common import (
+    ROOT,
+    epoch_clock,
+    last_json_line,
+    prepare,
+    rounds,
+    save,
+    show,
+    spread,
+    table,
+    timed,
+)
 
 # (label, model, overrides): the default of each model first, then the options, tried on
 # the seed CNN (the default model) and on the MLP and VGG where they may differ.
@@ -43,26 +53,17 @@ VARIANTS = [
 def worker(overrides: list[str]) -> None:
     """Train as a run does (same model, compile, pipeline), without tracking; print the
     per-epoch seconds as JSON."""
-    import keras
     import numpy as np
 
     from digit_experiments.core import pipeline
 
     conf, splits, model = prepare(overrides)
-    seconds = []
-
-    class Clock(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.started = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            seconds.append(time.perf_counter() - self.started)
-
+    seconds: list[float] = []
     one_hot = np.eye(splits.num_classes, dtype=np.float32)
     model.fit(
         **pipeline.fit_inputs(splits, one_hot, conf.trainer, conf.regularization.augment),
         epochs=conf.trainer.epochs,
-        callbacks=[Clock()],
+        callbacks=[epoch_clock(seconds)],
         verbose=0,
     )
     print(json.dumps({"epoch_seconds": seconds, "train_images": len(splits.y_train)}))
