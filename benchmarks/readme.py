@@ -370,6 +370,17 @@ def gpu_figure(data: dict) -> str:
     return f"on {data['machine']}: {runs}{missing}"
 
 
+def recipes_figure(data: dict) -> str:
+    """Each best_cnn candidate's mean ± std over its seeds (recipes.json), with the
+    machine it ran on: they run many at once, so only their accuracy is a figure."""
+    parts = [
+        f"{name} {v['summary']['mean']:.2%} ± {v['summary']['std']:.2%} ({len(v['runs'])} seeds)"
+        for name, v in data["variants"].items()
+    ]
+    missing = f"; not finished: {', '.join(data['not_finished'])}" if data["not_finished"] else ""
+    return f"on {data['machine']}: {'; '.join(parts) or 'no run finished'}{missing}"
+
+
 # (results file, what, command, figure) per row of the Benchmarks table.
 BENCHMARKS = [
     (
@@ -419,9 +430,15 @@ BENCHMARKS = [
         "the presets on a GPU, as they are and in `mixed_float16` (one run each)",
         gpu_figure,
     ),
+    (
+        "recipes",
+        "candidates for `experiment=best_cnn`, test accuracy over seeds, many runs at once "
+        "(made for a GPU)",
+        recipes_figure,
+    ),
 ]
 # Measured elsewhere (their figures name their device): not in the table's "Measured on".
-ELSEWHERE = {"gpu"}
+ELSEWHERE = {"gpu", "recipes"}
 
 
 def benchmarks_block(results: dict) -> str:

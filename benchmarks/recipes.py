@@ -94,7 +94,7 @@ def write(variants: dict, chosen: list[str], extra: list[str], not_finished: lis
     data = {
         "date": datetime.date.today().isoformat(),
         "extra_overrides": extra,
-        "variants": variants,
+        "variants": {name: variants[name] for name in chosen if name in variants},
         "not_finished": not_finished,
     }
     save("recipes", setup, data, table(header, lines))
@@ -139,11 +139,15 @@ def main() -> None:
                 running[process] = (name, seed, store)
             time.sleep(1)
             if args.deadline and time.monotonic() - started > args.deadline:
+                jobs.clear()  # nothing new starts; what runs ends now
                 for process in running:
                     process.kill()
             for process in [p for p in running if p.poll() is not None]:
                 name, seed, store = running.pop(process)
                 if process.returncode != 0:
+                    if jobs == [] and args.deadline and process.returncode < 0:
+                        print(f"{name} seed {seed}: cut off by --deadline", flush=True)
+                        continue
                     tail = (store / "log.txt").read_text()[-1500:]
                     print(f"{name} seed {seed}: exit {process.returncode}\n{tail}", flush=True)
                     continue

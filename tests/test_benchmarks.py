@@ -165,6 +165,19 @@ def generate(readme, results, *flags: str):
                 and r["not_run"] == ["fast_mixed", "best_cnn", "best_cnn_mixed"]
             ),
         ),
+        (
+            # Two candidates side by side, as on a GPU, on a slice small enough for CPU.
+            "recipes.py",
+            ["--variants", "best_cnn,dense512", "--seeds", "1", "--parallel", "2"]
+            + ["trainer.epochs=1", "data.train_limit=1000", "data.test_limit=200"],
+            lambda r: (
+                list(r["variants"]) == ["best_cnn", "dense512"]
+                and all([run["seed"] for run in v["runs"]] == [1] for v in r["variants"].values())
+                and all(0 < v["summary"]["mean"] <= 1 for v in r["variants"].values())
+                and r["variants"]["dense512"]["overrides"] == ["model.dense_units=[512]"]
+                and r["not_finished"] == []
+            ),
+        ),
     ],
 )
 def test_benchmark_runs_and_writes_its_figures(tmp_path, script, args, check):
@@ -317,3 +330,14 @@ def test_an_accuracy_row_over_seeds_is_one_sweep_and_the_readme_shows_mean_and_s
     again = run_benchmark("accuracy.py", repeated, results)
     assert again.returncode == 2 and "use it with --repeat 1" in again.stderr
     assert not (tmp_path / "new").exists()
+
+
+def test_recipes_deadline_ends_the_runs_and_says_which_did_not_finish(tmp_path):
+    # TensorFlow alone takes longer than 3 s to import: no run can finish in time.
+    args = ["--variants", "best_cnn", "--seeds", "1,2", "--parallel", "1", "--deadline", "3"]
+    result = run_benchmark("recipes.py", [*args, "data.train_limit=1000"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "best_cnn seed 1: cut off by --deadline" in result.stdout
+    figures = json.loads((tmp_path / "recipes.json").read_text())
+    assert figures["variants"] == {}
+    assert figures["not_finished"] == ["best_cnn seed 1", "best_cnn seed 2"]
