@@ -74,11 +74,8 @@ def write(variants: dict, chosen: list[str], extra: list[str], not_finished: lis
         "are shared, not a run's alone); the figures are what MLflow recorded."
     )
     lines = []
-    for name in chosen:
-        runs = variants.get(name, {}).get("runs", [])
-        if not runs:
-            continue
-        s = summary(runs)
+    for name in [n for n in chosen if n in variants]:
+        runs, s = variants[name]["runs"], variants[name]["summary"]
         lines.append(
             [
                 name,
