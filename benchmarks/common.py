@@ -95,13 +95,13 @@ def save(name: str, setup: str, data: dict, markdown: str) -> None:
     print("\n" + text)
 
 
-def chosen_rows(parser, only: str | None, names) -> list[str]:
-    """The rows `--only` names, in its order (all of them without it); an unknown name
-    stops the script before anything runs."""
+def chosen_rows(parser, only: str | None, names, flag: str = "--only") -> list[str]:
+    """The rows `flag` names, in its order (all of them without it); an unknown name
+    stops the script before anything runs, naming the flag."""
     chosen = only.split(",") if only else list(names)
     unknown = sorted(set(chosen) - set(names))
     if unknown:
-        parser.error(f"--only: no row {unknown}; the rows: {list(names)}")
+        parser.error(f"{flag}: no row {unknown}; the rows: {list(names)}")
     return chosen
 
 

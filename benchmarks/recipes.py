@@ -105,7 +105,7 @@ def main() -> None:
     parser.add_argument("--deadline", type=float, help="seconds: then every run still going ends")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_args()
-    chosen = chosen_rows(parser, args.variants, VARIANTS)
+    chosen = chosen_rows(parser, args.variants, VARIANTS, flag="--variants")
     seeds = [int(s) for s in args.seeds.split(",")]
     # Seed-major, so a deadline leaves every variant with its first seeds rather than
     # the first variants with all of theirs.

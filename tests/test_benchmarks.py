@@ -341,3 +341,13 @@ def test_recipes_deadline_ends_the_runs_and_says_which_did_not_finish(tmp_path):
     figures = json.loads((tmp_path / "recipes.json").read_text())
     assert figures["variants"] == {}
     assert figures["not_finished"] == ["best_cnn seed 1", "best_cnn seed 2"]
+
+
+@pytest.mark.parametrize(
+    ("script", "flag"), [("accuracy.py", "--only"), ("recipes.py", "--variants")]
+)
+def test_an_unknown_row_is_refused_naming_the_flag_before_anything_runs(tmp_path, script, flag):
+    result = run_benchmark(script, [flag, "best_cnn,nosuch"], tmp_path)
+    assert result.returncode == 2
+    assert f"{flag}: no row ['nosuch']; the rows: [" in result.stderr
+    assert not list(tmp_path.iterdir())  # no results file written
