@@ -302,13 +302,19 @@ def fit_and_evaluate(
             lower = search.lower_is_better(conf.trainer.checkpoint.monitor)
             best_so_far = (min if lower else max)(monitored)
     one_hot = np.eye(splits.num_classes, dtype=np.float32)
+    recalibration = _recalibration_images(conf, model, splits)
     started = time.perf_counter()
     history = model.fit(
         **pipeline.fit_inputs(splits, one_hot, conf.trainer, conf.regularization.augment),
         epochs=conf.trainer.epochs,
         initial_epoch=done,
         callbacks=training.callbacks(
-            conf, record.checkpoint, tracking, last_state=last_state, best_so_far=best_so_far
+            conf,
+            record.checkpoint,
+            tracking,
+            last_state=last_state,
+            best_so_far=best_so_far,
+            recalibration_images=recalibration,
         ),
         verbose=conf.trainer.verbose,
     )
@@ -377,6 +383,23 @@ def fit_and_evaluate(
         # One model, two flavors: the Keras network, and the pyfunc that serves pictures.
         record.model(partial(served.save_model, model=model, examples=splits.x_test[:5]), metrics)
     return metrics
+
+
+def _recalibration_images(conf: Config, model, splits):
+    """The clean training pictures trainer.recalibrate_bn asks for, or None."""
+    if not conf.trainer.recalibrate_bn:
+        return None
+    from digit_experiments.core import batchnorm
+
+    if not batchnorm.layers_to_recalibrate(model):
+        log.warning(
+            "trainer.recalibrate_bn=%d: this %s network has no trainable batch "
+            "normalisation layer, nothing to recalibrate",
+            conf.trainer.recalibrate_bn,
+            conf.model.name,
+        )
+        return None
+    return batchnorm.pictures(splits.x_train, conf.trainer.recalibrate_bn, conf.trainer.seed)
 
 
 def checkpoint_epoch(history: dict[str, list[float]], monitor: str) -> int:

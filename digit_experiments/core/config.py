@@ -204,6 +204,11 @@ class TrainerConfig:
     # Exponential moving average of the weights (Polyak averaging), e.g. 0.999: the
     # averaged weights are what validation sees, what is checkpointed and shipped. 0: off.
     ema: float = spec(0.0, ge=0.0, lt=1.0)
+    # Before each validation, recompute batch normalisation's statistics for the weights
+    # being validated (with ema, the averaged ones) on this many clean training pictures:
+    # no augmentation, no dropout (core/batchnorm.py). 0: keep the moving averages that
+    # training gathered.
+    recalibrate_bn: int = spec(0, ge=0)
     # Deterministic TensorFlow ops: same config and seed, same metrics, bit for bit
     # (some ops get slower; without it, thread scheduling can change the last digits).
     deterministic: bool = False

@@ -118,12 +118,14 @@ def callbacks(
     tracking: list = (),
     last_state: Path | None = None,
     best_so_far: float | None = None,
+    recalibration_images: np.ndarray | None = None,
 ) -> list:
     """Checkpoints (best epoch, .h5; and the state after every epoch: weights and the
     optimizer's variables, to `last_state` when given), the `tracking` callbacks, the NaN
     guard (after them, so that the diverged epoch is still on the curves), the
     schedule's, early stopping. `best_so_far`: the monitored value to beat, for a
-    resumed run."""
+    resumed run. `recalibration_images`: the clean pictures trainer.recalibrate_bn
+    recomputes batch normalisation's statistics on."""
     quiet_legacy_h5_warning()
     stack = []
     if last_state is not None:
@@ -135,6 +137,11 @@ def callbacks(
         # averaged weights: the best checkpoint and early stopping see them, as
         # validation does.
         stack.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+    if recalibration_images is not None:
+        from digit_experiments.core.batchnorm import RecalibrateBatchNorm
+
+        # After the swap: the statistics are those of the weights validated and saved.
+        stack.append(RecalibrateBatchNorm(recalibration_images))
     stack += [
         keras.callbacks.ModelCheckpoint(
             str(checkpoint),
