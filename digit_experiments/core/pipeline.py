@@ -20,7 +20,8 @@ def fit_inputs(
     `dataset`: a tf.data pipeline, cached in memory, reshuffled every epoch (seeded)
     and prefetched so the next batch is ready while the current one trains, without
     tf.data's autotuning (it stalls epochs, see below); with
-    `augment`'s elastic distortions on, each training batch is distorted afresh.
+    `augment`'s elastic distortions or single transform on, each training batch is
+    moved afresh (core/distort.py).
     """
     y_train, y_val = one_hot[splits.y_train], one_hot[splits.y_val]
     if trainer.pipeline == "arrays":
@@ -38,12 +39,14 @@ def fit_inputs(
         .shuffle(len(y_train), seed=trainer.seed, reshuffle_each_iteration=True)
         .batch(trainer.batch_size)
     )
-    if augment is not None and augment.distorts:
-        from digit_experiments.core.distort import elastic
+    if augment is not None and (augment.distorts or augment.in_pipeline):
+        from digit_experiments.core.distort import transform
 
-        alpha, sigma = augment.elastic, augment.elastic_sigma
+        moves = {"alpha": augment.elastic, "sigma": augment.elastic_sigma}
+        if augment.in_pipeline:
+            moves.update(rotation=augment.rotation, shift=augment.shift, zoom=augment.zoom)
         train = train.map(
-            lambda x, y: (elastic(x, alpha, sigma), y), num_parallel_calls=tf.data.AUTOTUNE
+            lambda x, y: (transform(x, **moves), y), num_parallel_calls=tf.data.AUTOTUNE
         )
     val = (
         tf.data.Dataset.from_tensor_slices((splits.x_val, y_val)).batch(trainer.batch_size).cache()

@@ -27,7 +27,8 @@ def inputs(input_shape: tuple[int, ...], reg: RegularizationConfig) -> list:
 
     stack = [keras.Input(shape=input_shape, name="image")]
     aug = reg.augment
-    if aug.enabled:
+    # With augment.single_transform the tf.data pipeline moves the pictures instead.
+    if aug.enabled and not aug.in_pipeline:
         # fill_mode="constant": pixels moved in from outside are background (0), as in MNIST.
         if aug.rotation > 0:
             stack.append(
