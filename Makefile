@@ -56,7 +56,7 @@ format: install-test
 	$(BIN)/ruff check --fix .
 
 # One benchmark: make bench-overhead, bench-throughput, bench-stalls, bench-startup, bench-time_to_99,
-# bench-inference, bench-memory, bench-sweep_parallel, bench-accuracy, bench-fast,
+# bench-blur, bench-inference, bench-memory, bench-sweep_parallel, bench-accuracy, bench-fast,
 # bench-ensemble ARGS=DIR/ROW (figures in
 # benchmarks/results/; then `make readme`).
 bench-%: install-test

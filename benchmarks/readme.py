@@ -244,6 +244,21 @@ def stalls_figure(data: dict) -> str:
     )
 
 
+def blur_figure(data: dict) -> str:
+    """How much of the training pictures' edge energy each way of augmenting leaves."""
+    parts = [
+        f"{row['way']} {row['edge_fraction']:.0%} ({row['saturated_pixels']} pixels > 0.9)"
+        for row in data["rows"][1:]
+    ]
+    clean = data["rows"][0]
+    return (
+        f"edge energy left, {data['images']:,} training pictures at `best_cnn`'s ranges: "
+        + "; ".join(parts)
+        + f" (clean: {clean['saturated_pixels']} pixels > 0.9). Each bilinear resampling "
+        "blurs; `regularization.augment.single_transform` resamples once"
+    )
+
+
 def predict_figure(data: dict) -> str:
     if "predict_one_image_seconds" not in data:  # only the start-up section measured
         return predict_startup_figure(data) if "startup" in data else NOT_YET
@@ -402,6 +417,7 @@ BENCHMARKS = [
     ),
     ("throughput", "training throughput", throughput_figure),
     ("stalls", "stalls between epochs", stalls_figure),
+    ("blur", "blur from augmentation: Keras' three layers / one transform", blur_figure),
     ("inference", "`digits predict` (whole processes)", predict_figure),
     ("inference", "`mlflow models serve`, pictures (base64 PNG), 1 / 100 a request", serve_figure),
     (

@@ -74,6 +74,18 @@ def generate(readme, results, *flags: str):
             ),
         ),
         (
+            "blur.py",
+            ["--images", "300"],
+            lambda r: (
+                [row["way"] for row in r["rows"]]
+                == ["clean", "three Keras layers", "one transform"]
+                and r["rows"][0]["edge_fraction"] == 1.0
+                # Three resamplings blur more than one; the ink stays.
+                and r["rows"][1]["edge_fraction"] < r["rows"][2]["edge_fraction"] < 1.0
+                and all(0.9 < row["ink"] / r["rows"][0]["ink"] < 1.1 for row in r["rows"])
+            ),
+        ),
+        (
             "time_to_99.py",
             ["--target", "0.5", "--max-epochs", "3", "--repeat", "2"]
             + ["data.train_limit=2000", "data.test_limit=500"],
