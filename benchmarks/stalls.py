@@ -76,6 +76,9 @@ def main() -> None:
         parser.error("--epochs: at least 3 (the first traces, and a stall needs two more)")
     common = [
         "experiment=best_cnn",
+        # The model's own augmentation layers, as the recorded figures had them: `arrays`
+        # cannot take the preset's single transform (made in tf.data).
+        "regularization.augment.single_transform=false",
         f"data.train_limit={args.images}",
         f"trainer.epochs={args.epochs}",
     ]

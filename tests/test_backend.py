@@ -87,9 +87,12 @@ def test_a_run_on_jax_needs_no_tensorflow_records_its_backend_and_serves_anywher
 
 def test_best_cnn_compiles_on_jax_augmentation_and_weight_averaging_included(tmp_path):
     """Keras marks its augmentation layers unfit for XLA, which would make the whole
-    model run op by op on JAX; there they compile, with the EMA swap at each epoch."""
+    model run op by op on JAX; there they compile, with the EMA swap at each epoch. The
+    preset's single transform is made in tf.data, which needs TensorFlow: without it,
+    best_cnn runs with the model's three augmentation layers and Keras' own batches."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     tiny = ["data.train_limit=1000", "data.test_limit=200", "trainer.epochs=2"]
+    tiny += ["trainer.pipeline=arrays", "regularization.augment.single_transform=false"]
     done = train_on_jax(tmp_path, "experiment=best_cnn", *tiny, f"tracking.uri={uri}")
     assert done.returncode == 0, done.stderr[-3000:]
     client = mlflow.MlflowClient(uri)
@@ -107,6 +110,14 @@ def test_tf_data_without_tensorflow_is_refused_before_a_run_opens(tmp_path):
     assert "trainer.pipeline=dataset" in done.stderr
     assert "TensorFlow is not installed: use trainer.pipeline=arrays" in done.stderr
     assert not (tmp_path / "mlflow.db").exists()  # refused at compose time: no run
+    # best_cnn's single transform is made in tf.data too: one message says both.
+    done = train_on_jax(tmp_path, *SMALL, "experiment=best_cnn", f"tracking.uri={uri}")
+    assert done.returncode != 0
+    assert (
+        "use trainer.pipeline=arrays with regularization.augment.single_transform=false"
+        in done.stderr
+    )
+    assert not (tmp_path / "mlflow.db").exists()
 
 
 def test_tensorflow_only_options_are_refused_on_another_backend(monkeypatch):

@@ -375,7 +375,14 @@ def _check_backend(conf: Config) -> None:
             f"and Keras runs on {backend} here (KERAS_BACKEND): drop it, or run on tensorflow"
         )
     if conf.trainer.pipeline == "dataset" and not _installed("tensorflow"):
+        # The single transform is made in tf.data too: say so now, not at the next try.
+        also = (
+            " with regularization.augment.single_transform=false (the model's own "
+            "augmentation layers)"
+            if conf.regularization.augment.in_pipeline
+            else ""
+        )
         raise ConfigError(
             "invalid config:\n  trainer.pipeline=dataset builds a tf.data pipeline, and "
-            "TensorFlow is not installed: use trainer.pipeline=arrays"
+            f"TensorFlow is not installed: use trainer.pipeline=arrays{also}"
         )
