@@ -205,3 +205,31 @@ def test_epochs_whose_metrics_a_kill_prevented_are_sent_once_on_resume(tmp_path)
             *zip([1, 2, 3], values),
             (4, {"loss": 0.2, "epoch_seconds": 1.3}[key]),
         ]
+
+
+def test_an_epoch_the_store_took_just_before_a_stop_signal_is_not_sent_twice(tmp_path):
+    """SIGTERM can land after the store took an epoch's metrics and before the epoch
+    left the queue of unsent ones; the stopped run's salvage sends that queue again.
+    The epoch keeps the timestamp it was queued with, so the store drops the repeat
+    (CI once saw step 3 twice in a resumed run's val_accuracy)."""
+    from digit_experiments.tracking.runlog import RunLog
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("e")).info.run_id
+    record = RunLog(client, run_id, tmp_path / "out", uri)
+    record.epoch(1, {"val_accuracy": 0.9, "epoch_seconds": 1.0})
+    sent = record.metrics
+
+    def taken_then_stopped(*args, **kwargs):
+        sent(*args, **kwargs)
+        raise KeyboardInterrupt  # the signal, raised as the call returns
+
+    record.metrics = taken_then_stopped
+    with pytest.raises(KeyboardInterrupt):
+        record.epoch(2, {"val_accuracy": 0.95, "epoch_seconds": 1.1})
+    assert [step for step, _, _ in record.unsent] == [2]  # taken, yet still queued
+    record.metrics = sent
+    record.salvage("stopped")
+    for key in ("val_accuracy", "epoch_seconds"):
+        assert steps(client, run_id, key) == [1, 2], key

@@ -77,7 +77,10 @@ class RunLog:
         self.checkpoint: Path | None = None
         self.logged: set[str] = set()
         # Epochs whose metrics the store has not taken yet (the server was away).
-        self.unsent: list[tuple[int, dict[str, float]]] = []
+        # (step, metrics, timestamp in ms): stamped when queued, so that sending the same
+        # epoch again (a stop signal that lands after the store took it and before it
+        # left the queue, then salvage) is a duplicate MLflow drops, not a second point.
+        self.unsent: list[tuple[int, dict[str, float], int]] = []
         self._sent_best: float | None = None  # mtime of the best checkpoint last sent
 
     @property
@@ -90,13 +93,15 @@ class RunLog:
     def params(self, params: dict[str, Any]) -> None:
         log_params(self.client, self.run_id, params)
 
-    def metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+    def metrics(
+        self, metrics: dict[str, float], step: int | None = None, timestamp: int | None = None
+    ) -> None:
         from mlflow.entities import Metric
 
-        now = int(time.time() * 1000)
+        stamp = timestamp if timestamp is not None else int(time.time() * 1000)
         self.client.log_batch(
             self.run_id,
-            metrics=[Metric(k, float(v), now, step or 0) for k, v in metrics.items()],
+            metrics=[Metric(k, float(v), stamp, step or 0) for k, v in metrics.items()],
         )
 
     def tags(self, tags: dict[str, Any]) -> None:
@@ -119,7 +124,7 @@ class RunLog:
             self.history[key].append(float(value))
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.local_metrics.write_text(json.dumps(dict(self.history), indent=1))
-        self.unsent.append((epoch, metrics))
+        self.unsent.append((epoch, metrics, int(time.time() * 1000)))
         if send:
             self.send_pending()
 
@@ -168,8 +173,8 @@ class RunLog:
 
     def _send_unsent(self) -> None:
         while self.unsent:
-            step, values = self.unsent[0]
-            self.metrics(values, step=step)
+            step, values, stamp = self.unsent[0]
+            self.metrics(values, step=step, timestamp=stamp)
             self.unsent.pop(0)
 
     def resend_missing(self, epochs: int) -> None:
@@ -180,7 +185,7 @@ class RunLog:
         for step in range(1, epochs + 1):
             if step not in logged:
                 values = {k: v[step - 1] for k, v in self.history.items() if len(v) >= step}
-                self.unsent.append((step, values))
+                self.unsent.append((step, values, int(time.time() * 1000)))
         self.unsent.sort(key=lambda item: item[0])
         self.send_pending()
 
@@ -191,7 +196,7 @@ class RunLog:
         cannot take them is not waited for: training goes on, the next epoch tries again."""
         from digit_experiments.tracking import resume
 
-        if any(step < epoch for step, _ in self.unsent):
+        if any(step < epoch for step, _, _ in self.unsent):
             return  # the store is away (metrics are waiting): don't wait on its retries
         progress = self.output_dir / resume.PROGRESS
         progress.write_text(json.dumps({"epoch": epoch, "history": dict(self.history)}))
