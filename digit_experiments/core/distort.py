@@ -42,6 +42,15 @@ def displacement(batch: int, height: int, width: int, alpha: float, sigma: float
     return alpha * smooth
 
 
+def pixel_grid(height, width):
+    """(y, x): every pixel's row and column, each (height, width), as float32."""
+    import tensorflow as tf
+
+    return tf.meshgrid(
+        tf.range(height, dtype=tf.float32), tf.range(width, dtype=tf.float32), indexing="ij"
+    )
+
+
 def affine(batch, height: int, width: int, rotation: float, shift: float, zoom: float, seed=None):
     """(y, x), each (batch, height, width): where every output pixel of each picture is
     read from, for a random rotation by up to `rotation` degrees either way, a scale by
@@ -68,9 +77,7 @@ def affine_coordinates(height: int, width: int, angle, scale, shift_y, shift_x):
 
     centre_y = (tf.cast(height, tf.float32) - 1.0) / 2.0
     centre_x = (tf.cast(width, tf.float32) - 1.0) / 2.0
-    grid_y, grid_x = tf.meshgrid(
-        tf.range(height, dtype=tf.float32), tf.range(width, dtype=tf.float32), indexing="ij"
-    )
+    grid_y, grid_x = pixel_grid(height, width)
 
     def per_picture(v):
         return tf.cast(v, tf.float32)[:, None, None]
@@ -105,9 +112,7 @@ def transform(
     if rotation or shift or zoom:
         y, x = affine(batch, height, width, rotation, shift, zoom, seed)
     else:
-        grid_y, grid_x = tf.meshgrid(
-            tf.range(height, dtype=tf.float32), tf.range(width, dtype=tf.float32), indexing="ij"
-        )
+        grid_y, grid_x = pixel_grid(height, width)
         y, x = grid_y[None], grid_x[None]
     if alpha:
         offsets = displacement(batch, height, width, alpha, sigma, seed)
