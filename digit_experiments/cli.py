@@ -145,6 +145,14 @@ def _parser() -> argparse.ArgumentParser:
     ensemble.add_argument(
         "--experiment-name", metavar="NAME", help="log it here (default: the members' experiment)"
     )
+    ensemble.add_argument(
+        "--test-time-shift",
+        type=int,
+        default=0,
+        metavar="N",
+        help="test-time augmentation: also answer each picture shifted N pixels up, down, "
+        "left and right, and average (default 0: off)",
+    )
     ensemble.set_defaults(handler=_ensemble)
 
     predict = commands.add_parser("predict", help="digits in images (PNG/JPEG) or .npy arrays")
@@ -352,6 +360,7 @@ def _ensemble(args) -> int:
         metric=args.metric,
         name=args.name,
         experiment_name=args.experiment_name,
+        test_time_shift=args.test_time_shift,
     )
     print(ensemble.summary(result))
     return 0

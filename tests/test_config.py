@@ -60,6 +60,8 @@ OUT_OF_RANGE = [
     ("optimizer.learning_rate=-0.1", "optimizer.learning_rate must be > 0.0"),
     ("optimizer.beta_1=1.0", "optimizer.beta_1 must be < 1.0"),
     ("trainer.recalibrate_bn=-1", "trainer.recalibrate_bn must be >= 0, got -1"),
+    ("trainer.test_time_shift=5", "trainer.test_time_shift must be <= 4, got 5"),
+    ("trainer.test_time_shift=-1", "trainer.test_time_shift must be >= 0, got -1"),
     ("regularization.conv_dropout=1.0", "regularization.conv_dropout must be < 1.0"),
     ("regularization.dense_dropout=-0.1", "regularization.dense_dropout must be >= 0.0"),
     ("regularization.l2=-1", "regularization.l2 must be >= 0.0"),

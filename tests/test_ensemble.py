@@ -20,13 +20,14 @@ from mlflow.tracking import MlflowClient
 
 from digit_experiments import cli
 from digit_experiments.app.run import train
-from digit_experiments.core import data
+from digit_experiments.core import data, views
 from digit_experiments.core import ensemble as ensemble_core
 from digit_experiments.errors import ModelError
 from digit_experiments.inference import served
 from digit_experiments.inference.loading import load_model
 
 from .conftest import all_artifacts, small_cfg, working_in
+from .test_views import moved
 
 NAME = "ensemble-test-classifier"
 
@@ -34,7 +35,8 @@ NAME = "ensemble-test-classifier"
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """A sweep's parent run with four children, named by what they are: mlp (adam), sgd
-    (an mlp), cnn, and nomodel (an mlp trained with tracking.log_model=false)."""
+    (an mlp that ships shifted views: trainer.test_time_shift=1), cnn, and nomodel (an
+    mlp trained with tracking.log_model=false)."""
     root = tmp_path_factory.mktemp("ensemble")
     uri = f"sqlite:///{root}/mlflow.db"
     with working_in(root):
@@ -46,7 +48,12 @@ def store(tmp_path_factory):
         child = f"tracking.parent_run_id={parent.info.run_id}"
         for name, overrides in {
             "mlp": ["model=mlp", "data.train_limit=1000"],
-            "sgd": ["model=mlp", "optimizer=sgd", "data.train_limit=1000"],
+            "sgd": [
+                "model=mlp",
+                "optimizer=sgd",
+                "data.train_limit=1000",
+                "trainer.test_time_shift=1",
+            ],
             "cnn": ["model=cnn"],
             "nomodel": ["model=mlp", "data.train_limit=1000", "tracking.log_model=false"],
         }.items():
@@ -266,6 +273,8 @@ def test_runs_named_make_a_top_level_run_in_the_experiment_asked_for(store, made
         (["--runs", "{cnn},{mlp}", "--top", "2"], "--top 2: not with --runs"),
         (["--experiment", "nowhere"], "no experiment named 'nowhere'"),
         (["--metric", "nonsense"], "--metric: no finished run of sweep 'sweep'"),
+        (["--test-time-shift", "-1"], "--test-time-shift must be >= 0, got -1"),
+        (["--test-time-shift", "28"], "--test-time-shift 28: test-time shift must be 1 to 27"),
     ],
 )
 def test_bad_requests_are_refused_in_one_line_and_log_nothing(store, made, capsys, args, message):
@@ -291,3 +300,56 @@ def test_members_that_take_other_pictures_are_refused():
         ensemble_core.check_compatible({"run a": network(28, 10), "run b": network(32, 10)})
     with pytest.raises(ModelError, match=r"run b: its model gives output \(None, 5\)"):
         ensemble_core.check_compatible({"run a": network(28, 10), "run b": network(28, 5)})
+
+
+def _views_mean(network, x, shift: int = 1):
+    """What shifted views should answer: the network's mean over the moved pictures."""
+    return np.mean(
+        [network.predict(moved(x, r, c), verbose=0) for r, c in views.offsets(shift)], axis=0
+    )
+
+
+def test_a_run_with_test_time_shifts_ships_and_declares_them(store):
+    client, run = store["client"], store["runs"]["sgd"]
+    tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+    assert params["trainer.test_time_shift"] == "1"
+    assert tags["test_time_augmentation"] == views.describe(1)
+    # test_accuracy is the shipped model's; the bare network's is kept beside it.
+    assert {"test_accuracy", "single_view_test_accuracy", "single_view_test_loss"} <= set(metrics)
+    assert "single_view_test_accuracy" not in store["runs"]["mlp"].data.metrics
+    shipped = mlflow.keras.load_model(f"models:/{_model_id(client, run)}")
+    assert shipped.name == views.NAME
+    # The checkpoint stays the bare network; the logged model is it in its views.
+    with tempfile.TemporaryDirectory() as tmp:
+        h5 = client.download_artifacts(run.info.run_id, "checkpoints/mlp_best_model.h5", tmp)
+        bare = keras.models.load_model(h5, compile=False)
+    x = data.to_model_input(data.load_idx_dir(data.bundled_dir())["test_images"][:16])
+    np.testing.assert_allclose(shipped.predict(x, verbose=0), _views_mean(bare, x), atol=1e-5)
+
+
+def test_an_ensemble_with_test_time_shifts_shifts_each_picture_once(store, capsys):
+    client = store["client"]
+    sgd, mlp = store["runs"]["sgd"], store["runs"]["mlp"]
+    code, out, err = digits(
+        store,
+        "ensemble",
+        "--runs",
+        f"{sgd.info.run_id},{mlp.info.run_id}",
+        "--test-time-shift",
+        "1",
+        "--experiment-name",
+        "shifted",
+        capsys=capsys,
+    )
+    assert code == 0, err
+    (found,) = client.search_runs([client.get_experiment_by_name("shifted").experiment_id])
+    run = client.get_run(found.info.run_id)
+    assert run.data.params["test_time_shift"] == "1"
+    assert run.data.tags["test_time_augmentation"] == views.describe(1)
+    assert "single_view_test_accuracy" in run.data.metrics
+    # sgd ships views already: its bare network joins, and the ensemble shifts once.
+    networks = [views.inner(load_model(f"models:/{_model_id(client, r)}")) for r in (sgd, mlp)]
+    x = data.to_model_input(data.load_idx_dir(data.bundled_dir())["test_images"][:16])
+    expected = np.mean([_views_mean(n, x) for n in networks], axis=0)
+    shipped = mlflow.keras.load_model(f"models:/{_model_id(client, run)}")
+    np.testing.assert_allclose(shipped.predict(x, verbose=0), expected, atol=1e-5)

@@ -21,7 +21,7 @@ from PIL import Image
 from digit_experiments import cli
 from digit_experiments.app import finetune as app_finetune
 from digit_experiments.app.run import train
-from digit_experiments.core import data, folder, models
+from digit_experiments.core import data, folder, models, views
 from digit_experiments.core import finetune as core_finetune
 from digit_experiments.core.config import DataConfig, RegularizationConfig, validate
 from digit_experiments.core.preprocess import prepare
@@ -408,6 +408,20 @@ def test_init_from_loads_every_kind_of_uri_with_its_lineage(source, tmp_path):
             digest = found.tags["finetune.source_sha256"]
             assert len(digest) == 64
         np.testing.assert_allclose(found.model.predict(x, verbose=0), expected, atol=1e-5)
+
+
+def test_a_source_that_ships_shifted_views_fine_tunes_the_network_inside(source, tmp_path):
+    wrapped = tmp_path / "shifted.keras"
+    views.wrap(keras.models.load_model(source["h5"], compile=False), 1).save(wrapped)
+    splits = data.load(DataConfig(source="folder", path=str(source["uci"]), test_limit=20), 0)
+    conf = validate(compose_cfg(f"model.init_from={wrapped}"))
+    found = app_finetune.load_source(conf, splits, source["client"], tmp_path / "dl")
+    assert found.model.name == views.NETWORK and isinstance(found.model, keras.Sequential)
+    np.testing.assert_allclose(
+        found.model.predict(splits.x_test, verbose=0),
+        source["network"].predict(splits.x_test, verbose=0),
+        atol=1e-5,
+    )
 
 
 @pytest.mark.parametrize(

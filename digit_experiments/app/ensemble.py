@@ -9,12 +9,17 @@ Whatever can be refused is refused before the run opens: a bad request logs noth
 Lineage on the run: tags `ensemble.members` (run ids, in member order), `ensemble.size`
 and `ensemble.metric`; each member's logged model as a model input of the run; params
 `member_<i>.run_id`, `.model`, `.model_id` (copied onto the logged model too).
+
+`test_time_shift` N (`--test-time-shift N`): the ensemble of the members' bare networks
+is wrapped in shifted views (core/views.py: the picture and four copies moved N pixels),
+declared by the tag `test_time_augmentation` and the param `test_time_shift`; the
+ensemble without them is recorded as `single_view_test_accuracy`.
 """
 
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -62,6 +67,8 @@ class Evaluated:
     y_test: object
     probabilities: object
     on: object  # inference.registry.Evaluation: which images, what they are called
+    single_view: dict = field(default_factory=dict)  # with test-time shifts: without them
+    test_time_shift: int = 0
 
 
 @dataclass
@@ -87,16 +94,21 @@ def make(
     name: str | None = None,
     experiment_name: str | None = None,
     root: Path | None = None,
+    test_time_shift: int = 0,
 ) -> Result:
     """The ensemble of `runs`, or of the `top` best runs (by `metric`) of the sweep
     `parent` (default: the latest sweep) or of `experiment`; logged to the store at
-    `uri` as a run named `name`, in `experiment_name` (default: the first member's)."""
+    `uri` as a run named `name`, in `experiment_name` (default: the first member's);
+    with `test_time_shift` pixels of shifted views (see the module)."""
     from digit_experiments.tracking import store
 
     store.connect(uri)  # models:/ URIs of the members resolve against this store
     client = store.client(uri)
     choice = choose(client, metric, top, parent, experiment, runs)
-    evaluated = evaluate(client, build(choice.members), choice.members)
+    if test_time_shift < 0:
+        raise EnsembleError(f"--test-time-shift must be >= 0, got {test_time_shift}")
+    bare = build(choice.members, bare_networks=test_time_shift > 0)
+    evaluated = evaluate(client, bare, choice.members, test_time_shift)
     return log_run(
         uri, client, choice, metric, evaluated, name, experiment_name, root or Path.cwd()
     )
@@ -190,9 +202,11 @@ def named_runs(client, run_ids: list[str], metric: str) -> list[Member]:
 # --- the model ------------------------------------------------------------------------
 
 
-def build(members: list[Member]):
-    """Each member's network loaded (safe mode) and checked; the ensemble of them."""
-    from digit_experiments.core import ensemble
+def build(members: list[Member], bare_networks: bool = False):
+    """Each member's network loaded (safe mode) and checked; the ensemble of them.
+    `bare_networks`: a member that ships shifted views gives the network inside them
+    (the ensemble's own views then shift each picture once, not twice)."""
+    from digit_experiments.core import ensemble, views
     from digit_experiments.inference.loading import load_model
     from digit_experiments.inference.predictor import Predictor
 
@@ -201,17 +215,21 @@ def build(members: list[Member]):
             member.network = load_model(f"models:/{member.model_id}")
         except ModelError as e:
             raise EnsembleError(f"run {member.run_id}: cannot load its model ({e})") from None
+        if bare_networks:
+            member.network = views.inner(member.network)
     ensemble.check_compatible({f"run {m.run_id}": m.network for m in members})
     Predictor(members[0].network, f"run {members[0].run_id}")  # square one-channel pictures
     return ensemble.build([m.network for m in members])
 
 
-def evaluate(client, model, members: list[Member]) -> Evaluated:
+def evaluate(client, model, members: list[Member], test_time_shift: int = 0) -> Evaluated:
     """The ensemble's probabilities on the test set its members share, the one `digits
     promote` judges each of them on: MNIST's full test set, or for members trained on a
     folder of pictures the test split they logged. Each member's accuracy on the same
     images goes into its `test_accuracy` (a run's own metric may come from a slice of the
-    test set: data.test_limit)."""
+    test set: data.test_limit). With `test_time_shift`, the model is wrapped in its
+    shifted views, and what it answered without them is kept as `single_view`."""
+    from digit_experiments.core import ensemble, views
     from digit_experiments.inference import registry
     from digit_experiments.inference.predictor import Predictor
 
@@ -229,7 +247,19 @@ def evaluate(client, model, members: list[Member]) -> Evaluated:
     for member in members:
         predicted = Predictor(member.network).probabilities(on.x).argmax(axis=1)
         member.test_accuracy = float((predicted == on.y).mean())
-    return Evaluated(model, on.x, on.y, Predictor(model).probabilities(on.x), on)
+    probabilities = Predictor(model).probabilities(on.x)
+    if not test_time_shift:
+        return Evaluated(model, on.x, on.y, probabilities, on)
+    single_view = {
+        "single_view_test_accuracy": float((probabilities.argmax(axis=1) == on.y).mean()),
+        "single_view_test_loss": ensemble.cross_entropy(on.y, probabilities),
+    }
+    try:
+        model = views.wrap(model, test_time_shift)
+    except ModelError as e:
+        raise EnsembleError(f"--test-time-shift {test_time_shift}: {e}") from None
+    probabilities = Predictor(model).probabilities(on.x)
+    return Evaluated(model, on.x, on.y, probabilities, on, single_view, test_time_shift)
 
 
 def _trained_on(run) -> str:
@@ -272,6 +302,7 @@ def log_run(uri, client, choice, metric, evaluated, name, experiment_name, root)
     parent = choice.parent
     nested = parent.info.run_id if parent and parent.info.experiment_id == experiment_id else None
     metrics = ensemble_metrics(y_test, evaluated.probabilities, members)
+    metrics.update(evaluated.single_view)
     run_name = name or "-".join([MODEL, *(m.family for m in members)])
     with (
         tempfile.TemporaryDirectory(prefix="digits-ensemble-") as output_dir,
@@ -279,13 +310,14 @@ def log_run(uri, client, choice, metric, evaluated, name, experiment_name, root)
             uri,
             experiment_id,
             run_name,
-            _tags(choice, metric, metrics),
+            _tags(choice, metric, metrics, evaluated.test_time_shift),
             Path(output_dir),
             parent_run_id=nested,
         ) as record,
     ):
         folder = None if evaluated.on.mnist else members[0].run.data.params.get("data.path")
-        record.params(_params(members, metric, len(y_test), model.count_params(), folder))
+        params = _params(members, metric, len(y_test), model.count_params(), folder)
+        record.params({**params, "test_time_shift": evaluated.test_time_shift})
         for m in members:
             lineage.log_input(client, record.run_id, m.model_id)
         record.dataset(
@@ -333,7 +365,8 @@ def _experiment(uri, choice, experiment_name, root) -> str:
         raise EnsembleError(f"--experiment-name {experiment_name!r}: {e.message}") from None
 
 
-def _tags(choice: Choice, metric: str, metrics: dict) -> dict[str, str]:
+def _tags(choice: Choice, metric: str, metrics: dict, test_time_shift: int) -> dict[str, str]:
+    from digit_experiments.core import views
     from digit_experiments.reporting import describe
     from digit_experiments.tracking import provenance
 
@@ -345,7 +378,7 @@ def _tags(choice: Choice, metric: str, metrics: dict) -> dict[str, str]:
         f"{metrics['test_f1_macro']:.4f}; best member "
         f"{describe.percent(metrics['best_member_test_accuracy'])}"
     )
-    return {
+    tags = {
         "model": MODEL,
         f"{PREFIX}members": ",".join(m.run_id for m in members),
         f"{PREFIX}size": str(len(members)),
@@ -354,6 +387,9 @@ def _tags(choice: Choice, metric: str, metrics: dict) -> dict[str, str]:
         describe.NOTE_TAG: note,  # the run's description in MLflow's UI
         **provenance.tags(),
     }
+    if test_time_shift:
+        tags["test_time_augmentation"] = views.describe(test_time_shift)
+    return tags
 
 
 def _params(members: list[Member], metric: str, n_test: int, num_params: int, folder) -> dict:

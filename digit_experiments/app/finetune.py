@@ -137,7 +137,7 @@ def load_source(conf: Config, splits, client, output_dir: Path) -> Source | None
     uri = conf.model.init_from
     if not uri:
         return None
-    from digit_experiments.core import finetune
+    from digit_experiments.core import finetune, views
     from digit_experiments.inference.loading import load_model
 
     found = lineage_.resolve(client, uri)
@@ -151,6 +151,9 @@ def load_source(conf: Config, splits, client, output_dir: Path) -> Source | None
         raise ModelError(
             message if message.startswith("model.init_from") else f"model.init_from={message}"
         ) from None
+    # A model that ships shifted views (trainer.test_time_shift): the network inside
+    # them trains; the new run's own trainer.test_time_shift decides what it ships.
+    model = views.inner(model)
     finetune.check_fits(model, splits.image_shape, splits.num_classes, uri)
     finetune.frozen_indices(finetune.units(model), conf.finetune.freeze, uri)
     return Source(uri, model, found, conf.finetune.freeze)

@@ -330,12 +330,11 @@ def fit_and_evaluate(
     model.load_weights(record.checkpoint)
     record.file(record.checkpoint, "checkpoints")
 
-    probabilities, test_loss = training.test_predictions(
-        model, splits.x_test, one_hot[splits.y_test], conf.trainer.batch_size
-    )
+    shipped, probabilities, test_loss, single_view = _test(model, conf, splits, one_hot, record)
     y_pred = probabilities.argmax(axis=1)
     y_true = splits.y_test
     metrics = evaluate.classification_metrics(y_true, y_pred, splits.num_classes)
+    metrics.update(single_view)
     val_accuracy = record.history.get("val_accuracy", [0.0])
     metrics.update(
         test_loss=test_loss,
@@ -381,8 +380,34 @@ def fit_and_evaluate(
         from digit_experiments.inference import served
 
         # One model, two flavors: the Keras network, and the pyfunc that serves pictures.
-        record.model(partial(served.save_model, model=model, examples=splits.x_test[:5]), metrics)
+        record.model(partial(served.save_model, model=shipped, examples=splits.x_test[:5]), metrics)
     return metrics
+
+
+def _test(model, conf: Config, splits, one_hot, record):
+    """(the model to ship, its test probabilities and loss, the bare network's metrics
+    where they differ): with trainer.test_time_shift, the network wrapped in its shifted
+    views (core/views.py), declared in the run's tags."""
+    from digit_experiments.core import training, views
+
+    test = partial(
+        training.test_predictions,
+        model,
+        splits.x_test,
+        one_hot[splits.y_test],
+        conf.trainer.batch_size,
+    )
+    probabilities, test_loss = test()
+    shift = conf.trainer.test_time_shift
+    if not shift:
+        return model, probabilities, test_loss, {}
+    single_view = {
+        "single_view_test_accuracy": float((probabilities.argmax(axis=1) == splits.y_test).mean()),
+        "single_view_test_loss": test_loss,
+    }
+    shipped = views.wrap(model, shift)
+    record.tags({"test_time_augmentation": views.describe(shift)})
+    return (shipped, *test(answering=shipped), single_view)
 
 
 def _recalibration_images(conf: Config, model, splits):

@@ -221,6 +221,11 @@ class TrainerConfig:
     # no augmentation, no dropout (core/batchnorm.py). 0: keep the moving averages that
     # training gathered.
     recalibrate_bn: int = spec(0, ge=0)
+    # Test-time augmentation, declared as such: the shipped model (and so test_accuracy)
+    # averages the network's answers on the picture and on it shifted this many pixels
+    # up, down, left and right (core/views.py); `single_view_test_accuracy` is the bare
+    # network's. 0: off. At most 4: an MNIST digit fills the 20x20 centre of its frame.
+    test_time_shift: int = spec(0, ge=0, le=4)
     # Deterministic TensorFlow ops: same config and seed, same metrics, bit for bit
     # (some ops get slower; without it, thread scheduling can change the last digits).
     deterministic: bool = False

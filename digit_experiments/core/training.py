@@ -195,12 +195,17 @@ def current_learning_rate(optimizer) -> float:
 
 
 def test_predictions(
-    model: keras.Model, x_test: np.ndarray, one_hot_test: np.ndarray, batch_size: int
+    model: keras.Model,
+    x_test: np.ndarray,
+    one_hot_test: np.ndarray,
+    batch_size: int,
+    answering: keras.Model | None = None,
 ) -> tuple[np.ndarray, float]:
     """(probabilities, test loss) from one pass over the test set. The loss comes from
     the same predictions, as evaluate() computes it: the compiled loss plus the weight
-    penalties."""
-    probabilities = model.predict(x_test, batch_size=batch_size, verbose=0)
+    penalties. `answering`: what gives the predictions, if not the compiled `model` (a
+    model built around it: test-time shifts)."""
+    probabilities = (answering or model).predict(x_test, batch_size=batch_size, verbose=0)
     test_loss = float(model.loss(one_hot_test, probabilities)) + sum(
         float(penalty) for penalty in model.losses
     )
