@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/accuracy.py --only best_cnn --seeds 1,2,3 --keep DIR
     .venv/bin/python benchmarks/ensemble.py DIR/best_cnn [--top K] [--row best_cnn]
+        [--test-time-shift N]
 
 The first command records the sweep (accuracy.json) and leaves its SQLite store in
 DIR/best_cnn; this one runs `digits ensemble --parent SWEEP --top K` in that store and
@@ -9,7 +10,10 @@ reads back what MLflow recorded on the ensemble run: its test accuracy and macro
 MNIST's full test set, each member's run id and test accuracy, the gain over the best
 member, and the command's wall seconds. Members are checked against accuracy.json's
 record of the same sweep (its own runs, and those that joined it later: `accuracy.py
---joined`), so the README's ensemble row belongs to its seeds' row.
+--joined`), so the README's ensemble row belongs to its seeds' row. With
+`--test-time-shift N` the ensemble answers each picture in shifted views (test-time
+augmentation, `digits ensemble --test-time-shift`): its entry is kept beside the plain
+one (key `ROW+shiftN`), with the ensemble's accuracy without the views.
 
 Writes benchmarks/results/ensemble.{json,md} (merged: one entry per row name).
 """
@@ -49,6 +53,9 @@ def main() -> None:
     parser.add_argument("store", type=Path, help="a row's kept store (accuracy.py --keep DIR)")
     parser.add_argument("--top", type=int, default=3, help="members: the K best runs")
     parser.add_argument("--row", help="its accuracy.json row (default: the folder's name)")
+    parser.add_argument(
+        "--test-time-shift", type=int, default=0, metavar="N", help="shifted views (0: none)"
+    )
     args = parser.parse_args()
     store = args.store.resolve()
     row = args.row or store.name
@@ -58,6 +65,8 @@ def main() -> None:
     parent = sweep_of(store_runs(store), row)
     sweep = recorded_sweep(row, parent.info.run_id)
     command = ["ensemble", "--parent", parent.info.run_id, "--top", str(args.top)]
+    if args.test_time_shift:
+        command += ["--test-time-shift", str(args.test_time_shift)]
     uri = f"sqlite:///{store}/mlflow.db"
     wall, _ = timed([*DIGITS, "--tracking-uri", uri, *command], cwd=store)
 
@@ -71,6 +80,7 @@ def main() -> None:
     if missing:
         raise SystemExit(f"{row}: members {missing} are not in accuracy.json's sweep")
     entry = {
+        "row": row,
         "command": " ".join(["digits", *command]),
         "sweep_command": sweep["command"],
         "sweep_run_id": parent.info.run_id,
@@ -78,6 +88,12 @@ def main() -> None:
         "test_accuracy": metrics["test_accuracy"],
         "test_f1_macro": metrics["test_f1_macro"],
         "gain_over_best_member": metrics["gain_over_best_member"],
+        "test_time_shift": args.test_time_shift,
+        **(
+            {"single_view_test_accuracy": metrics["single_view_test_accuracy"]}
+            if args.test_time_shift
+            else {}
+        ),
         "members": [
             {
                 "run_id": m,
@@ -95,7 +111,7 @@ def main() -> None:
 
     path = RESULTS / "ensemble.json"
     rows = json.loads(path.read_text())["rows"] if path.exists() else {}
-    rows[row] = entry
+    rows[row if not args.test_time_shift else f"{row}+shift{args.test_time_shift}"] = entry
     lines = [
         [
             name,

@@ -94,9 +94,11 @@ def results_block(results: dict) -> str:
         if wall_text is None:  # one process ran the seeds' runs one after the other
             minutes = f"{show(train)}; the sweep in all: {sweep['wall_seconds'] / 60:.1f}"
         lines.append([description, f"`{command}`", accuracy, f1, epochs, minutes])
-        ensemble = results.get("ensemble", {}).get("rows", {}).get(name)
-        if ensemble and ensemble["sweep_run_id"] == rows[name]["runs"][-1].get("parent_run_id"):
-            lines.append(ensemble_line(ensemble))
+        sweep_id = rows[name]["runs"][-1].get("parent_run_id")
+        for key, ensemble in results.get("ensemble", {}).get("rows", {}).items():
+            # Its entries (the plain one, and one with shifted views) for this sweep.
+            if ensemble.get("row", key) == name and ensemble["sweep_run_id"] == sweep_id:
+                lines.append(ensemble_line(ensemble))
     lines.append(SEED_REPORT)
     header = ["model", "command", "test accuracy", "macro F1", "epochs (best)"]
     header.append("minutes: training / whole process")
@@ -129,6 +131,12 @@ def ensemble_line(entry: dict) -> list[str]:
             f"{len(members) - len(joined)} above and seeds {seeds}, which joined the same "
             f"sweep later ({' or '.join(f'`{c}`' for c in commands)}); the members: "
             + mean_std([m["test_accuracy"] for m in members], "{:.2%}")
+        )
+    shift = entry.get("test_time_shift", 0)
+    if shift:
+        what += (
+            f"; each picture in 5 views, shifted {shift} px (test-time augmentation), "
+            f"{entry['single_view_test_accuracy']:.2%} without them"
         )
     return [
         what,

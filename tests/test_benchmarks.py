@@ -331,6 +331,28 @@ def test_an_accuracy_row_over_seeds_is_one_sweep_and_the_readme_shows_mean_and_s
     )
     assert "tracking.parent_run_id=SWEEP_RUN_ID`); the members: " in lines[at + 1]
 
+    # The same members in shifted views: a second entry, shown under the plain one.
+    in_views = [str(kept), "--top", "3", "--test-time-shift", "1"]
+    result = run_benchmark("ensemble.py", in_views, results)
+    assert result.returncode == 0, result.stderr[-3000:]
+    entries = json.loads((results / "ensemble.json").read_text())["rows"]
+    shifted = entries["seed_mlp+shift1"]
+    assert shifted["test_time_shift"] == 1 and shifted["command"].endswith("--test-time-shift 1")
+    assert {m["run_id"] for m in shifted["members"]} == {
+        m["run_id"] for m in entries["seed_mlp"]["members"]
+    }
+    assert 0 < shifted["single_view_test_accuracy"] <= 1
+    assert generate(readme, results).returncode == 0
+    lines = readme.read_text().splitlines()
+    assert lines[at + 1].startswith("| ensemble of 3 runs (averaged probabilities): the 2 above")
+    assert "test-time augmentation" not in lines[at + 1]
+    assert lines[at + 2].startswith("| ensemble of 3 runs (averaged probabilities): the 2 above")
+    assert (
+        f"; each picture in 5 views, shifted 1 px (test-time augmentation), "
+        f"{shifted['single_view_test_accuracy']:.2%} without them" in lines[at + 2]
+    )
+    assert f"{shifted['test_accuracy']:.2%} (" in lines[at + 2]
+
     # A store that is not a kept row's: refused, naming it.
     result = run_benchmark("ensemble.py", [str(tmp_path)], results)
     assert result.returncode != 0 and f"{tmp_path}: no mlflow.db" in result.stderr
