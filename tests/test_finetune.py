@@ -541,6 +541,7 @@ def test_freezing_the_features_keeps_the_convolutions_and_uses_its_own_rate(sour
         "data.source=folder",
         f"data.path={mnist_folder}",
         "tracking.log_model=false",
+        "trainer.test_time_shift=1",
         *QUIET,
     )
     train(cfg, output_dir=store / "out")
@@ -563,6 +564,12 @@ def test_freezing_the_features_keeps_the_convolutions_and_uses_its_own_rate(sour
                 np.testing.assert_array_equal(old, new)
             elif layer.name in ("dense_1", "predictions"):
                 assert not np.array_equal(old, new), layer.name
+    # With test-time shifts, what the run reports of MNIST is the shipped model's too.
+    x_mnist, y_mnist = app_finetune.mnist_test()
+    shipped = views.wrap(tuned, 1).predict(x_mnist, verbose=0).argmax(axis=1)
+    assert run.data.metrics["mnist_test_accuracy"] == pytest.approx(
+        float((shipped == y_mnist).mean()), abs=2e-4
+    )
 
 
 def test_an_ensemble_of_runs_on_a_folder_is_judged_on_their_test_split(

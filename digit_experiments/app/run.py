@@ -345,7 +345,7 @@ def fit_and_evaluate(
         best_val_accuracy=max(val_accuracy),
     )
     if source is not None:
-        metrics.update(source.after(model, splits, y_pred, record))
+        metrics.update(source.after(shipped, splits, y_pred, record))
     record.metrics(metrics)
     # The run's description on its page in MLflow's UI: what it is and how it did, in one
     # line (a sweep, when it ends, adds where the run stands in it).
