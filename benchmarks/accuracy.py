@@ -74,6 +74,8 @@ def recorded(run) -> dict:
         value = metrics.get(key)
         whole = key in ("epochs_trained", "best_epoch") and value is not None
         out[key] = int(value) if whole else value
+    if "single_view_test_accuracy" in metrics:  # trainer.test_time_shift: the bare network's
+        out["single_view_test_accuracy"] = metrics["single_view_test_accuracy"]
     return out
 
 

@@ -304,7 +304,9 @@ def test_an_accuracy_row_over_seeds_is_one_sweep_and_the_readme_shows_mean_and_s
     # One more seed joins the sweep later, in its store; --joined records it (training
     # nothing), and the ensemble may take it, named as joined in the README.
     kept = tmp_path / "kept" / "seed_mlp"
-    joining = ["model=mlp", "trainer.seed=3", *TINY, f"tracking.uri=sqlite:///{kept}/mlflow.db"]
+    # It ships shifted views (trainer.test_time_shift): its bare accuracy is kept too.
+    joining = ["model=mlp", "trainer.seed=3", *TINY, "trainer.test_time_shift=1"]
+    joining.append(f"tracking.uri=sqlite:///{kept}/mlflow.db")
     joining.append(f"tracking.parent_run_id={sweep['parent_run_id']}")
     train = [sys.executable, "-m", "digit_experiments.train", *joining]
     done = subprocess.run(train, cwd=kept, env=clean_env(), capture_output=True, text=True)
@@ -318,7 +320,9 @@ def test_an_accuracy_row_over_seeds_is_one_sweep_and_the_readme_shows_mean_and_s
     (late,) = record["joined"]
     assert late["seed"] == 3 and late["status"] == "FINISHED" and 0 < late["test_accuracy"] <= 1
     assert late["command"].startswith("python -m digit_experiments.train model=mlp trainer.seed=3")
-    assert late["command"].endswith("tracking.parent_run_id=SWEEP")
+    assert late["command"].endswith("trainer.test_time_shift=1 tracking.parent_run_id=SWEEP")
+    assert 0 < late["single_view_test_accuracy"] <= 1
+    assert all("single_view_test_accuracy" not in c for c in children)
     result = run_benchmark("ensemble.py", [str(kept), "--top", "3"], results)
     assert result.returncode == 0, result.stderr[-3000:]
     entry = json.loads((results / "ensemble.json").read_text())["rows"]["seed_mlp"]
