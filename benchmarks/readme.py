@@ -135,8 +135,9 @@ def ensemble_line(entry: dict) -> list[str]:
     shift = entry.get("test_time_shift", 0)
     if shift:
         what += (
-            f"; each picture in 5 views, shifted {shift} px (test-time augmentation), "
-            f"{entry['single_view_test_accuracy']:.2%} without them"
+            f"; test-time augmentation: each picture in 5 views, shifted {shift} px, through "
+            f"the members' bare networks ({entry['single_view_test_accuracy']:.2%} without "
+            "the views)"
         )
     return [
         what,

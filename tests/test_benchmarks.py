@@ -352,8 +352,9 @@ def test_an_accuracy_row_over_seeds_is_one_sweep_and_the_readme_shows_mean_and_s
     assert "test-time augmentation" not in lines[at + 1]
     assert lines[at + 2].startswith("| ensemble of 3 runs (averaged probabilities): the 2 above")
     assert (
-        f"; each picture in 5 views, shifted 1 px (test-time augmentation), "
-        f"{shifted['single_view_test_accuracy']:.2%} without them" in lines[at + 2]
+        "; test-time augmentation: each picture in 5 views, shifted 1 px, through the "
+        f"members' bare networks ({shifted['single_view_test_accuracy']:.2%} without the "
+        "views)" in lines[at + 2]
     )
     assert f"{shifted['test_accuracy']:.2%} (" in lines[at + 2]
 
