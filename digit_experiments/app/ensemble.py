@@ -250,10 +250,9 @@ def evaluate(client, model, members: list[Member], test_time_shift: int = 0) -> 
     probabilities = Predictor(model).probabilities(on.x)
     if not test_time_shift:
         return Evaluated(model, on.x, on.y, probabilities, on)
-    single_view = {
-        "single_view_test_accuracy": float((probabilities.argmax(axis=1) == on.y).mean()),
-        "single_view_test_loss": ensemble.cross_entropy(on.y, probabilities),
-    }
+    single_view = views.single_view(
+        on.y, probabilities, ensemble.cross_entropy(on.y, probabilities)
+    )
     try:
         model = views.wrap(model, test_time_shift)
     except ModelError as e:

@@ -401,13 +401,10 @@ def _test(model, conf: Config, splits, one_hot, record):
     shift = conf.trainer.test_time_shift
     if not shift:
         return model, probabilities, test_loss, {}
-    single_view = {
-        "single_view_test_accuracy": float((probabilities.argmax(axis=1) == splits.y_test).mean()),
-        "single_view_test_loss": test_loss,
-    }
     shipped = views.wrap(model, shift)
     record.tags({"test_time_augmentation": views.describe(shift)})
-    return (shipped, *test(answering=shipped), single_view)
+    bare = views.single_view(splits.y_test, probabilities, test_loss)
+    return (shipped, *test(answering=shipped), bare)
 
 
 def _recalibration_images(conf: Config, model, splits):

@@ -39,6 +39,15 @@ def describe(shift: int) -> str:
     )
 
 
+def single_view(y_true, probabilities, loss: float) -> dict[str, float]:
+    """What the model scored without its views, as the run records it beside its own
+    test metrics (a training run's and an ensemble's alike)."""
+    return {
+        "single_view_test_accuracy": float((probabilities.argmax(axis=1) == y_true).mean()),
+        "single_view_test_loss": float(loss),
+    }
+
+
 def shifted(inputs, rows: int, columns: int, index: int):
     """`inputs` (N, H, W, C) moved `rows` down and `columns` right, zeros filling in."""
     import keras

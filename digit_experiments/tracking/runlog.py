@@ -57,6 +57,11 @@ def log_params(client, run_id: str, params: dict[str, Any]) -> None:
         client.log_batch(run_id, params=items[i : i + PARAMS_PER_BATCH])
 
 
+def now_ms() -> int:
+    """A metric's timestamp, as MLflow takes it: milliseconds since the epoch."""
+    return int(time.time() * 1000)
+
+
 def first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return redact(f"{type(error).__name__}: {text[0] if text else ''}")[:300]
@@ -98,7 +103,7 @@ class RunLog:
     ) -> None:
         from mlflow.entities import Metric
 
-        stamp = timestamp if timestamp is not None else int(time.time() * 1000)
+        stamp = timestamp if timestamp is not None else now_ms()
         self.client.log_batch(
             self.run_id,
             metrics=[Metric(k, float(v), stamp, step or 0) for k, v in metrics.items()],
@@ -124,7 +129,7 @@ class RunLog:
             self.history[key].append(float(value))
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.local_metrics.write_text(json.dumps(dict(self.history), indent=1))
-        self.unsent.append((epoch, metrics, int(time.time() * 1000)))
+        self.unsent.append((epoch, metrics, now_ms()))
         if send:
             self.send_pending()
 
@@ -185,7 +190,7 @@ class RunLog:
         for step in range(1, epochs + 1):
             if step not in logged:
                 values = {k: v[step - 1] for k, v in self.history.items() if len(v) >= step}
-                self.unsent.append((step, values, int(time.time() * 1000)))
+                self.unsent.append((step, values, now_ms()))
         self.unsent.sort(key=lambda item: item[0])
         self.send_pending()
 
