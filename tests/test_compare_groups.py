@@ -7,6 +7,8 @@ from __future__ import annotations
 import csv
 import io
 import statistics
+import tempfile
+from pathlib import Path
 
 import pytest
 from matplotlib.collections import PathCollection
@@ -252,6 +254,70 @@ def test_a_sweep_parent_gets_by_config_only_when_it_has_repeats(seeds_store):
     assert set(all_artifacts(client, parent.info.run_id)) == BY_CONFIG
 
 
+def _child(client, parent, status="FINISHED", accuracy=None, tags=(), params=()):
+    run = client.create_run(
+        parent.info.experiment_id, tags={search.PARENT_TAG: parent.info.run_id, **dict(tags)}
+    )
+    for key, value in dict(params).items():
+        client.log_param(run.info.run_id, key, value)
+    if accuracy is not None:
+        client.log_metric(run.info.run_id, "test_accuracy", accuracy)
+    if status != "RUNNING":
+        client.set_terminated(run.info.run_id, status)
+    return run.info.run_id
+
+
+def test_a_run_that_joins_a_finished_sweep_is_counted_as_its_next_job(seeds_store, tmp_path):
+    uri, client, parent = seeds_store
+    parent_id = parent.info.run_id
+    assert not sweep.refresh_parent(uri, parent_id)  # still running: the sweep will do it
+    client.set_terminated(parent_id, "FAILED")  # as its failed job (4) left it
+    client.log_param(parent_id, "best_run_id", "the sweep's choice")
+    seed3 = {"overrides": "model=mlp trainer.seed=3"}
+    params = {"model.name": "mlp", "trainer.seed": 3, "trainer.threads": 1}
+    joined = _child(client, parent, accuracy=0.97, tags=seed3, params=params)
+    later = _child(client, parent, "RUNNING", tags=seed3, params=params)
+    ensemble_tags = {"model": "ensemble", NOTE_TAG: "ensemble of 2", "mlflow.runName": "ens"}
+    ensemble = _child(client, parent, accuracy=0.99, tags=ensemble_tags)
+
+    assert sweep.refresh_parent(uri, parent_id)
+    tags = client.get_run(parent_id).data.tags
+    # Jobs 0-4 (4 failed): the joined run is job 5; the one still training waits.
+    assert client.get_run(joined).data.tags[compare.JOINED_TAG] == "5"
+    assert compare.JOINED_TAG not in client.get_run(later).data.tags
+    assert (tags["jobs_total"], tags["jobs_failed"], tags["failed_jobs"]) == ("6", "1", "4")
+    assert tags["best_run_id"] == joined  # 0.97: the ensemble (0.99) is no job
+    after = client.get_run(parent_id)
+    assert after.info.status == "FAILED"  # the sweep's own outcome stays
+    assert after.data.params["best_run_id"] == "the sweep's choice"
+    assert after.data.metrics[sweep.SWEEP_BEST] == 0.97
+    # The ensemble keeps its name and description, and counts nowhere.
+    kept = client.get_run(ensemble)
+    assert (kept.info.run_name, kept.data.tags[NOTE_TAG]) == ("ens", "ensemble of 2")
+    table = {r["config"]: r for r in _csv(_text(client, parent_id, "comparison/by_config.csv"))}
+    assert set(table) == {"mlp", "cnn"} and table["mlp"]["runs"] == "3"
+    assert table["mlp"]["seeds"] == "1,2,3"
+    jobs = _csv(_text(client, parent_id, "comparison/jobs.csv"))
+    assert [r["job"] for r in jobs] == ["0", "1", "2", "3", "4", "5"]
+    assert "job #5 of" in client.get_run(joined).data.tags[NOTE_TAG]
+    assert "| mlp | 3 | 1,2,3 |" in tags[NOTE_TAG]
+
+    # The second one ends: job 6; the first keeps its number.
+    client.log_metric(later, "test_accuracy", 0.91)
+    client.set_terminated(later)
+    assert sweep.refresh_parent(uri, parent_id)
+    assert client.get_run(joined).data.tags[compare.JOINED_TAG] == "5"
+    assert client.get_run(later).data.tags[compare.JOINED_TAG] == "6"
+    assert client.get_run(parent_id).data.tags["jobs_total"] == "7"
+    # A run that is no sweep is left alone.
+    assert not sweep.refresh_parent(uri, joined)
+
+
+def _text(client, run_id, path):
+    with tempfile.TemporaryDirectory() as folder:
+        return Path(client.download_artifacts(run_id, path, folder)).read_text()
+
+
 # --- a real sweep over seeds ---------------------------------------------------------------
 
 
@@ -301,3 +367,18 @@ def test_a_sweep_over_seeds_is_summarised_per_configuration(tmp_path, capsys):
     note = client.get_run(parent.info.run_id).data.tags[NOTE_TAG]
     assert "by configuration (every param but trainer.seed): 2 groups" in note
     assert "| config | runs | seeds | test_accuracy | test_f1_macro |" in note
+
+    # A third mlp seed joins the finished sweep: the parent's summary counts it.
+    joining = ["model=mlp", "trainer.seed=3", "data.train_limit=500", "data.test_limit=100"]
+    joining += ["trainer.epochs=1", "tracking.log_model=false"]
+    result = run_cli(*joining, f"tracking.parent_run_id={parent.info.run_id}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    joined = [c for c in search.children(client, parent) if "hydra_job_num" not in c.data.tags]
+    assert len(joined) == 1 and joined[0].data.tags[compare.JOINED_TAG] == "4"
+    table = {
+        r["config"]: r for r in _csv(_text(client, parent.info.run_id, "comparison/by_config.csv"))
+    }
+    assert (table["mlp"]["runs"], table["mlp"]["seeds"]) == ("3", "1,2,3")
+    after = client.get_run(parent.info.run_id)
+    assert after.info.status == "FINISHED" and after.data.tags["jobs_total"] == "5"
+    assert "| mlp | 3 | 1,2,3 |" in after.data.tags[NOTE_TAG]

@@ -202,7 +202,22 @@ def _tracked(cfg, conf: Config, runtime: Runtime | None, uri, root, output_dir, 
         metrics = fit_and_evaluate(conf, record, output_dir, splits, state, source)
         for job_log in output_dir.glob("*.log"):
             record.text(job_log.read_text(errors="replace"), f"logs/{job_log.name}")
-        return metrics
+    if conf.tracking.parent_run_id and not (runtime and runtime.multirun):
+        _refresh_sweep(uri, conf.tracking.parent_run_id)  # it joined a sweep: count it
+    return metrics
+
+
+def _refresh_sweep(uri: str, parent_id: str) -> None:
+    from digit_experiments.app import sweep
+
+    try:
+        sweep.refresh_parent(uri, parent_id)
+    except Exception as e:  # noqa: BLE001 - the run is recorded; the summary can wait
+        log.warning(
+            "the run joined sweep %s, whose summary could not be made again: %s",
+            parent_id,
+            redact(str(e))[:300],
+        )
 
 
 def _resume_state(client, conf: Config, experiment_id, hash_, params, output_dir):

@@ -157,7 +157,7 @@ def finish_parent(uri: str, parent_id: str, sweep_dir: Path | None) -> str:
 
     The parent ends FINISHED when every job finished, FAILED otherwise (or when there
     were no jobs at all), also when logging the comparison fails. Returns that status."""
-    from digit_experiments.reporting import compare, plots
+    from digit_experiments.reporting import compare
 
     client = store.client(uri)
     status = "FAILED"
@@ -167,42 +167,88 @@ def finish_parent(uri: str, parent_id: str, sweep_dir: Path | None) -> str:
         rows = compare.sweep_rows(client, parent, sweep_dir)
         failed = [r for r in rows if r["status"] != "FINISHED"]
         status = "FAILED" if failed or not rows else "FINISHED"
-        client.log_text(parent_id, compare.to_csv(rows), "comparison/jobs.csv")
-        client.log_text(parent_id, compare.to_markdown(rows), "comparison/jobs.md")
-        finished = [r for r in rows if r["test_accuracy"] is not None]
-        if finished:
-            client.log_figure(
-                parent_id, plots.sweep_comparison(finished), "comparison/test_accuracy.png"
-            )
-        by_config = []
-        try:
-            by_config = log_by_config(client, parent_id, rows)
-        except Exception as e:  # noqa: BLE001 - a summary must not lose the sweep
-            log.warning("could not log the sweep's configurations: %s", redact(str(e))[:300])
-        finetune.log_few_shot(client, parent_id)  # a sweep over data.per_class: its chart
-        # Counts are tags: as metrics they would be charts of the parent alone in the
-        # sweep's chart view, among the charts that compare the jobs. The one metric kept
-        # (SWEEP_BEST) is the one to chart across sweeps, named as no job's metric is.
-        client.set_tag(parent_id, "jobs_total", str(len(rows)))
-        client.set_tag(parent_id, "jobs_failed", str(len(failed)))
-        top = compare.best(rows)
-        if top is not None:
+        top = summarise(client, parent, rows, uri, sweep_dir)
+        if top is not None:  # a param: what the sweep chose when it ended, for good
             client.log_param(parent_id, "best_run_id", top["run_id"])
-            client.set_tag(parent_id, "best_run_id", top["run_id"])
-            client.set_tag(parent_id, "best_overrides", top["overrides"] or "")
-            client.log_metric(parent_id, SWEEP_BEST, top["test_accuracy"])
-        if sweep_dir is not None:
-            _log_optuna_results(client, parent_id, sweep_dir, rows)
-        try:
-            describe_in_ui(client, parent, rows, top, uri, by_config)
-        except Exception as e:  # noqa: BLE001 - names and notes must not lose the sweep
-            log.warning("could not write the sweep's descriptions: %s", redact(str(e))[:300])
-        if failed:
-            client.set_tag(parent_id, "failed_jobs", ", ".join(str(r["job"]) for r in failed))
     finally:
         client.set_terminated(parent_id, status)
     log.info("sweep %s: %d jobs, %d failed -> %s", parent_id, len(rows), len(failed), status)
     return status
+
+
+def summarise(client, parent, rows: list[dict], uri: str, sweep_dir: Path | None) -> dict | None:
+    """What a sweep's parent shows of its jobs: the table (comparison/jobs.*), the chart,
+    the configurations' mean ± std (over seeds), counts, the best job and the
+    descriptions in MLflow's UI. Returns the best row."""
+    from digit_experiments.reporting import compare, plots
+
+    parent_id = parent.info.run_id
+    failed = [r for r in rows if r["status"] != "FINISHED"]
+    client.log_text(parent_id, compare.to_csv(rows), "comparison/jobs.csv")
+    client.log_text(parent_id, compare.to_markdown(rows), "comparison/jobs.md")
+    finished = [r for r in rows if r["test_accuracy"] is not None]
+    if finished:
+        client.log_figure(
+            parent_id, plots.sweep_comparison(finished), "comparison/test_accuracy.png"
+        )
+    by_config = []
+    try:
+        by_config = log_by_config(client, parent_id, rows)
+    except Exception as e:  # noqa: BLE001 - a summary must not lose the sweep
+        log.warning("could not log the sweep's configurations: %s", redact(str(e))[:300])
+    finetune.log_few_shot(client, parent_id)  # a sweep over data.per_class: its chart
+    # Counts are tags: as metrics they would be charts of the parent alone in the
+    # sweep's chart view, among the charts that compare the jobs. The one metric kept
+    # (SWEEP_BEST) is the one to chart across sweeps, named as no job's metric is.
+    client.set_tag(parent_id, "jobs_total", str(len(rows)))
+    client.set_tag(parent_id, "jobs_failed", str(len(failed)))
+    top = compare.best(rows)
+    if top is not None:
+        client.set_tag(parent_id, "best_run_id", top["run_id"])
+        client.set_tag(parent_id, "best_overrides", top["overrides"] or "")
+        client.log_metric(parent_id, SWEEP_BEST, top["test_accuracy"])
+    if sweep_dir is not None:
+        _log_optuna_results(client, parent_id, sweep_dir, rows)
+    try:
+        describe_in_ui(client, parent, rows, top, uri, by_config)
+    except Exception as e:  # noqa: BLE001 - names and notes must not lose the sweep
+        log.warning("could not write the sweep's descriptions: %s", redact(str(e))[:300])
+    if failed:
+        client.set_tag(parent_id, "failed_jobs", ", ".join(str(r["job"]) for r in failed))
+    return top
+
+
+def refresh_parent(uri: str, parent_id: str) -> bool:
+    """A run that joined a finished sweep (a single run given `tracking.parent_run_id`)
+    updates the sweep's summary, as if it had been one more job: numbered after the
+    jobs when it has ended (tag `joined_as_job`), then the tables, chart, counts, best
+    and descriptions made again from every child that has ended.
+    The parent keeps its status, and its param `best_run_id` (params cannot change)
+    stays what the sweep chose; the tag `best_run_id` is the best now. Ensembles nested
+    under the sweep are not jobs and stay out. Returns False, doing nothing, when the
+    parent is no sweep or is still running (its sweep will summarise at the end)."""
+    from digit_experiments.reporting import compare
+    from digit_experiments.reporting.groups import ENSEMBLE
+
+    client = store.client(uri)
+    parent = client.get_run(parent_id)
+    if parent.data.tags.get("sweep") != "true" or parent.info.status == "RUNNING":
+        return False
+    sweep_dir = parent.data.tags.get("sweep_dir")
+    sweep_dir = Path(sweep_dir) if sweep_dir else None
+    rows = compare.sweep_rows(client, parent, sweep_dir)
+    next_job = max([r["job"] for r in rows if r["job"] is not None], default=-1) + 1
+    joined = [r for r in rows if r["job"] is None and r["model"] != ENSEMBLE]
+    joined = [r for r in joined if r["status"] != "RUNNING"]  # numbered when it ends
+    joined.sort(key=lambda r: client.get_run(r["run_id"]).info.start_time)
+    for row in joined:
+        client.set_tag(row["run_id"], compare.JOINED_TAG, str(next_job))
+        row["job"] = next_job
+        next_job += 1
+    rows = [r for r in rows if r["job"] is not None and r["status"] != "RUNNING"]
+    summarise(client, parent, rows, uri, sweep_dir)
+    log.info("sweep %s: summary made again, %d runs", parent_id, len(rows))
+    return True
 
 
 def log_by_config(client, parent_id: str, rows: list[dict]) -> list[dict]:

@@ -39,6 +39,9 @@ INTERNAL_OVERRIDES = (
     "trainer.resume=",
     "tracking.skip_finished=",
 )
+# A run that joined a finished sweep (tracking.parent_run_id given to a single run) was
+# no Hydra job: its number in the sweep, given when it ended (app/sweep.py), is this tag.
+JOINED_TAG = "joined_as_job"
 
 
 def shown_overrides(overrides: list[str]) -> str:
@@ -59,6 +62,8 @@ def row(run) -> dict:
     for column, where in COLUMNS:
         kind, key = where.split(".", 1)
         out[column] = sources[kind].get(key)
+    if out["job"] is None:
+        out["job"] = run.data.tags.get(JOINED_TAG)
     if out["job"] is not None:
         out["job"] = int(out["job"])
     if out["epochs"] is not None:
