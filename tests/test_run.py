@@ -265,6 +265,7 @@ def test_the_best_epoch_is_the_checkpoints_whatever_it_monitors(tmp_path):
     losses = sorted(client.get_metric_history(run.info.run_id, "val_loss"), key=lambda m: m.step)
     lowest = min(losses, key=lambda m: m.value)
     assert metrics["best_epoch"] == run.data.metrics["best_epoch"] == lowest.step
+    assert metrics["best_val_loss"] == run.data.metrics["best_val_loss"] == lowest.value
 
 
 @pytest.mark.parametrize(

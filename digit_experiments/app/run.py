@@ -351,6 +351,8 @@ def fit_and_evaluate(
     metrics = evaluate.classification_metrics(y_true, y_pred, splits.num_classes)
     metrics.update(single_view)
     val_accuracy = record.history.get("val_accuracy", [0.0])
+    if record.history.get("val_loss"):  # what the checkpoint monitors by default
+        metrics["best_val_loss"] = min(record.history["val_loss"])
     metrics.update(
         test_loss=test_loss,
         train_seconds=train_seconds,
