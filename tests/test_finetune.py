@@ -10,6 +10,7 @@ import logging
 import shutil
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import keras
 import mlflow
@@ -422,6 +423,20 @@ def test_a_source_that_ships_shifted_views_fine_tunes_the_network_inside(source,
         source["network"].predict(splits.x_test, verbose=0),
         atol=1e-5,
     )
+    # Its baselines are the source as it ships: in its views, on MNIST's 10,000 pictures
+    # (where the views and the bare network differ), and on the new test split.
+    logged = {}
+    recorder = SimpleNamespace(metrics=logged.update)
+    metrics = found.before(splits, recorder)
+    assert logged == metrics
+    x_mnist, y_mnist = app_finetune.mnist_test()
+    shipped = keras.models.load_model(wrapped, compile=False)
+    in_views = float((shipped.predict(x_mnist, verbose=0).argmax(1) == y_mnist).mean())
+    bare = float((source["network"].predict(x_mnist, verbose=0).argmax(1) == y_mnist).mean())
+    assert in_views != bare
+    assert metrics["baseline_mnist_test_accuracy"] == in_views
+    on_split = shipped.predict(splits.x_test, verbose=0).argmax(1)
+    assert metrics["baseline_test_accuracy"] == float((on_split == splits.y_test).mean())
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,9 @@ pictures records. app/run.py calls these at its steps:
    the data: refused in one line, no run opened.
 2. `Source.network`, after seeding: the network to train (core.finetune), and
    `Source.conf`: the config with finetune.learning_rate as the optimizer's rate.
-3. `Source.before`, before training: the source model on the new test split
-   (`baseline_test_*`) and on MNIST's test set (`baseline_mnist_test_accuracy`); the
-   source as the run's model input.
+3. `Source.before`, before training: the source model as it ships (in its shifted
+   views, if it has them) on the new test split (`baseline_test_*`) and on MNIST's
+   test set (`baseline_mnist_test_accuracy`); the source as the run's model input.
 4. `Source.after`, after the test evaluation: `mnist_test_accuracy` (how much of MNIST
    the fine-tuned model still reads), the before/after confusion matrices.
 
@@ -45,6 +45,9 @@ class Source:
     lineage: lineage_.Lineage
     freeze: str
     before_predictions: object = None  # the source's test-split predictions (y_pred)
+    # The source as it ships, which the baselines judge: `model` with its shifted views
+    # (trainer.test_time_shift) when it has them, `model` itself otherwise.
+    shipped: object = None
 
     @property
     def tags(self) -> dict[str, str]:
@@ -89,13 +92,14 @@ class Source:
         logged at once (the run shows its baseline while it trains)."""
         from digit_experiments.core import evaluate
 
-        self.before_predictions = _predict(self.model, splits.x_test)
+        source = self.shipped or self.model
+        self.before_predictions = _predict(source, splits.x_test)
         scores = evaluate.classification_metrics(splits.y_test, self.before_predictions)
         x_mnist, y_mnist = mnist_test()
         metrics = {
             "baseline_test_accuracy": scores["test_accuracy"],
             "baseline_test_f1_macro": scores["test_f1_macro"],
-            "baseline_mnist_test_accuracy": _accuracy(self.model, x_mnist, y_mnist),
+            "baseline_mnist_test_accuracy": _accuracy(source, x_mnist, y_mnist),
         }
         record.metrics(metrics)
         if self.lineage.model_id:
@@ -153,10 +157,10 @@ def load_source(conf: Config, splits, client, output_dir: Path) -> Source | None
         ) from None
     # A model that ships shifted views (trainer.test_time_shift): the network inside
     # them trains; the new run's own trainer.test_time_shift decides what it ships.
-    model = views.inner(model)
-    finetune.check_fits(model, splits.image_shape, splits.num_classes, uri)
-    finetune.frozen_indices(finetune.units(model), conf.finetune.freeze, uri)
-    return Source(uri, model, found, conf.finetune.freeze)
+    network = views.inner(model)
+    finetune.check_fits(network, splits.image_shape, splits.num_classes, uri)
+    finetune.frozen_indices(finetune.units(network), conf.finetune.freeze, uri)
+    return Source(uri, network, found, conf.finetune.freeze, shipped=model)
 
 
 @lru_cache(maxsize=1)
