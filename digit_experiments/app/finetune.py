@@ -44,10 +44,10 @@ class Source:
     model: object  # keras.Model, as loaded (its layers become the new network's)
     lineage: lineage_.Lineage
     freeze: str
-    before_predictions: object = None  # the source's test-split predictions (y_pred)
     # The source as it ships, which the baselines judge: `model` with its shifted views
     # (trainer.test_time_shift) when it has them, `model` itself otherwise.
-    shipped: object = None
+    shipped: object
+    before_predictions: object = None  # the source's test-split predictions (y_pred)
 
     @property
     def tags(self) -> dict[str, str]:
@@ -92,14 +92,13 @@ class Source:
         logged at once (the run shows its baseline while it trains)."""
         from digit_experiments.core import evaluate
 
-        source = self.shipped or self.model
-        self.before_predictions = _predict(source, splits.x_test)
+        self.before_predictions = _predict(self.shipped, splits.x_test)
         scores = evaluate.classification_metrics(splits.y_test, self.before_predictions)
         x_mnist, y_mnist = mnist_test()
         metrics = {
             "baseline_test_accuracy": scores["test_accuracy"],
             "baseline_test_f1_macro": scores["test_f1_macro"],
-            "baseline_mnist_test_accuracy": _accuracy(source, x_mnist, y_mnist),
+            "baseline_mnist_test_accuracy": _accuracy(self.shipped, x_mnist, y_mnist),
         }
         record.metrics(metrics)
         if self.lineage.model_id:
@@ -160,7 +159,7 @@ def load_source(conf: Config, splits, client, output_dir: Path) -> Source | None
     network = views.inner(model)
     finetune.check_fits(network, splits.image_shape, splits.num_classes, uri)
     finetune.frozen_indices(finetune.units(network), conf.finetune.freeze, uri)
-    return Source(uri, network, found, conf.finetune.freeze, shipped=model)
+    return Source(uri, network, found, conf.finetune.freeze, model)
 
 
 @lru_cache(maxsize=1)
