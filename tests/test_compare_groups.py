@@ -8,6 +8,7 @@ import csv
 import io
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -254,9 +255,11 @@ def test_a_sweep_parent_gets_by_config_only_when_it_has_repeats(seeds_store):
     assert set(all_artifacts(client, parent.info.run_id)) == BY_CONFIG
 
 
-def _child(client, parent, status="FINISHED", accuracy=None, tags=(), params=()):
+def _child(client, parent, status="FINISHED", accuracy=None, tags=(), params=(), start_time=None):
     run = client.create_run(
-        parent.info.experiment_id, tags={search.PARENT_TAG: parent.info.run_id, **dict(tags)}
+        parent.info.experiment_id,
+        start_time=start_time,
+        tags={search.PARENT_TAG: parent.info.run_id, **dict(tags)},
     )
     for key, value in dict(params).items():
         client.log_param(run.info.run_id, key, value)
@@ -311,6 +314,31 @@ def test_a_run_that_joins_a_finished_sweep_is_counted_as_its_next_job(seeds_stor
     assert client.get_run(parent_id).data.tags["jobs_total"] == "7"
     # A run that is no sweep is left alone.
     assert not sweep.refresh_parent(uri, joined)
+
+
+def test_joined_runs_are_numbered_in_the_order_they_started(seeds_store):
+    """Whichever ends first, and whatever a concurrent refresh wrote last."""
+    uri, client, parent = seeds_store
+    parent_id = parent.info.run_id
+    client.set_terminated(parent_id)
+    params = {"model.name": "mlp", "trainer.seed": 3, "trainer.threads": 1}
+    now = int(time.time() * 1000)
+    first = _child(client, parent, "RUNNING", params=params, start_time=now)
+    second = _child(client, parent, accuracy=0.92, params=params, start_time=now + 1000)
+
+    # The second ends first: it is job 6, 5 stays the first one's while it trains.
+    assert sweep.refresh_parent(uri, parent_id)
+    assert client.get_run(second).data.tags[compare.JOINED_TAG] == "6"
+    assert compare.JOINED_TAG not in client.get_run(first).data.tags
+    assert [r["job"] for r in _csv(_text(client, parent_id, "comparison/jobs.csv"))] == [*"012346"]
+    # A refresh that raced with another and wrote the same number twice is put right.
+    client.log_metric(first, "test_accuracy", 0.94)
+    client.set_terminated(first)
+    client.set_tag(first, compare.JOINED_TAG, "6")
+    assert sweep.refresh_parent(uri, parent_id)
+    numbers = [client.get_run(r).data.tags[compare.JOINED_TAG] for r in (first, second)]
+    assert numbers == ["5", "6"]
+    assert client.get_run(parent_id).data.tags["jobs_total"] == "7"
 
 
 def _text(client, run_id, path):

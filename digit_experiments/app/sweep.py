@@ -221,14 +221,14 @@ def summarise(client, parent, rows: list[dict], uri: str, sweep_dir: Path | None
 def refresh_parent(uri: str, parent_id: str) -> bool:
     """A run that joined a finished sweep (a single run given `tracking.parent_run_id`)
     updates the sweep's summary, as if it had been one more job: numbered after the
-    jobs when it has ended (tag `joined_as_job`), then the tables, chart, counts, best
-    and descriptions made again from every child that has ended.
+    jobs when it has ended (tag `joined_as_job`, see `_number_joined`), then the
+    tables, chart, counts, best and descriptions made again from every child that has
+    ended.
     The parent keeps its status, and its param `best_run_id` (params cannot change)
     stays what the sweep chose; the tag `best_run_id` is the best now. Ensembles nested
     under the sweep are not jobs and stay out. Returns False, doing nothing, when the
     parent is no sweep or is still running (its sweep will summarise at the end)."""
     from digit_experiments.reporting import compare
-    from digit_experiments.reporting.groups import ENSEMBLE
 
     client = store.client(uri)
     parent = client.get_run(parent_id)
@@ -237,18 +237,42 @@ def refresh_parent(uri: str, parent_id: str) -> bool:
     sweep_dir = parent.data.tags.get("sweep_dir")
     sweep_dir = Path(sweep_dir) if sweep_dir else None
     rows = compare.sweep_rows(client, parent, sweep_dir)
-    next_job = max([r["job"] for r in rows if r["job"] is not None], default=-1) + 1
-    joined = [r for r in rows if r["job"] is None and r["model"] != ENSEMBLE]
-    joined = [r for r in joined if r["status"] != "RUNNING"]  # numbered when it ends
-    joined.sort(key=lambda r: client.get_run(r["run_id"]).info.start_time)
-    for row in joined:
-        client.set_tag(row["run_id"], compare.JOINED_TAG, str(next_job))
-        row["job"] = next_job
-        next_job += 1
+    _number_joined(client, parent, rows)
     rows = [r for r in rows if r["job"] is not None and r["status"] != "RUNNING"]
     summarise(client, parent, rows, uri, sweep_dir)
     log.info("sweep %s: summary made again, %d runs", parent_id, len(rows))
     return True
+
+
+def _number_joined(client, parent, rows: list[dict]) -> None:
+    """Number the joined runs in `rows` (in place, and by tag once each has ended):
+    after the sweep's jobs, in the order the joined runs started. Every refresh works
+    the numbers out again from the whole set, so two joined runs ending at the same
+    time get the same numbers whichever refresh writes last, and a run still training
+    keeps its place (a gap until it ends) instead of taking a number that an earlier
+    one already holds."""
+    from digit_experiments.reporting import compare
+    from digit_experiments.reporting.groups import ENSEMBLE
+    from digit_experiments.tracking import search
+
+    runs = {run.info.run_id: run for run in search.children(client, parent)}
+    joined = [
+        r
+        for r in rows
+        if r["run_id"] in runs
+        and "hydra_job_num" not in runs[r["run_id"]].data.tags
+        and r["model"] != ENSEMBLE
+    ]
+    numbered_by_hydra = [r["job"] for r in rows if all(r is not j for j in joined)]
+    first = max([job for job in numbered_by_hydra if job is not None], default=-1) + 1
+    joined.sort(key=lambda r: (runs[r["run_id"]].info.start_time, r["run_id"]))
+    for number, row in enumerate(joined, start=first):
+        if row["status"] == "RUNNING":
+            row["job"] = None  # numbered when it ends
+            continue
+        if row["job"] != number:
+            client.set_tag(row["run_id"], compare.JOINED_TAG, str(number))
+        row["job"] = number
 
 
 def log_by_config(client, parent_id: str, rows: list[dict]) -> list[dict]:
