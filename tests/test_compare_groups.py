@@ -410,3 +410,10 @@ def test_a_sweep_over_seeds_is_summarised_per_configuration(tmp_path, capsys):
     after = client.get_run(parent.info.run_id)
     assert after.info.status == "FINISHED" and after.data.tags["jobs_total"] == "5"
     assert "| mlp | 3 | 1,2,3 |" in after.data.tags[NOTE_TAG]
+
+    # One that fails (it diverges) is counted too, as a failed job.
+    diverging = [*joining, "trainer.epochs=2", "optimizer=sgd", "optimizer.learning_rate=1e6"]
+    result = run_cli(*diverging, f"tracking.parent_run_id={parent.info.run_id}", cwd=tmp_path)
+    assert result.returncode != 0 and "training diverged" in result.stderr
+    tags = client.get_run(parent.info.run_id).data.tags
+    assert (tags["jobs_total"], tags["jobs_failed"], tags["failed_jobs"]) == ("6", "1", "5")

@@ -178,32 +178,37 @@ def _tracked(cfg, conf: Config, runtime: Runtime | None, uri, root, output_dir, 
         if done is not None:
             return _reuse(client, done, experiment_id, name, tags, parent)
     state = _resume_state(client, conf, experiment_id, tags[resume.HASH_TAG], params, output_dir)
-    with lifecycle.tracked_run(
-        uri,
-        experiment_id,
-        name,
-        tags,
-        output_dir,
-        parent_run_id=parent,
-        curves_figure=plots.learning_curves,
-        system_metrics=conf.tracking.system_metrics and conf.tracking.system_metrics_interval,
-        resume_run_id=state.run_id if state else None,
-    ) as record:
-        log.info("MLflow run %s in %s (experiment %s)", record.run_id, redact(uri), experiment_id)
-        if state is None:
-            record.params(params)
-        else:
-            # Its params are logged already (the same config: the hash says so).
-            log.info("resuming run %s after epoch %d", state.run_id, state.epoch)
-            record.tags({"resumed_after_epoch": state.epoch})
-        record.text(OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml")
-        for hydra_file in sorted((output_dir / ".hydra").glob("*.yaml")):
-            record.text(hydra_file.read_text(), f"config/.hydra/{hydra_file.name}")
-        metrics = fit_and_evaluate(conf, record, output_dir, splits, state, source)
-        for job_log in output_dir.glob("*.log"):
-            record.text(job_log.read_text(errors="replace"), f"logs/{job_log.name}")
-    if conf.tracking.parent_run_id and not (runtime and runtime.multirun):
-        _refresh_sweep(uri, conf.tracking.parent_run_id)  # it joined a sweep: count it
+    try:
+        with lifecycle.tracked_run(
+            uri,
+            experiment_id,
+            name,
+            tags,
+            output_dir,
+            parent_run_id=parent,
+            curves_figure=plots.learning_curves,
+            system_metrics=conf.tracking.system_metrics and conf.tracking.system_metrics_interval,
+            resume_run_id=state.run_id if state else None,
+        ) as record:
+            log.info(
+                "MLflow run %s in %s (experiment %s)", record.run_id, redact(uri), experiment_id
+            )
+            if state is None:
+                record.params(params)
+            else:
+                # Its params are logged already (the same config: the hash says so).
+                log.info("resuming run %s after epoch %d", state.run_id, state.epoch)
+                record.tags({"resumed_after_epoch": state.epoch})
+            record.text(OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml")
+            for hydra_file in sorted((output_dir / ".hydra").glob("*.yaml")):
+                record.text(hydra_file.read_text(), f"config/.hydra/{hydra_file.name}")
+            metrics = fit_and_evaluate(conf, record, output_dir, splits, state, source)
+            for job_log in output_dir.glob("*.log"):
+                record.text(job_log.read_text(errors="replace"), f"logs/{job_log.name}")
+    finally:
+        if conf.tracking.parent_run_id and not (runtime and runtime.multirun):
+            # It joined a sweep: count it there, as one more job, finished or failed.
+            _refresh_sweep(uri, conf.tracking.parent_run_id)
     return metrics
 
 
