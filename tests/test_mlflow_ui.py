@@ -23,7 +23,10 @@ from .conftest import mlflow_process, run_cli
 
 QUICK = ["data.train_limit=1000", "data.test_limit=200", "trainer.epochs=1"]
 SWEEP = ["-m", "experiment=mlp_vs_cnn", "tracking.log_model=false", *QUICK]
-PARENT_NAME = "sweep experiment=mlp_vs_cnn model=mlp,cnn"
+PARENT_NAME = (
+    "sweep experiment=mlp_vs_cnn model=mlp,cnn tracking.log_model=false "
+    "data.train_limit=1000 data.test_limit=200 trainer.epochs=1"
+)
 
 
 # --- the pure helpers ------------------------------------------------------------------
@@ -84,11 +87,33 @@ def test_names_say_what_differs_within_the_group():
 
 
 def test_sweep_names_include_what_a_preset_sweeps():
-    assert sweep_name(["model=mlp,cnn", "trainer.epochs=1"]) == "sweep model=mlp,cnn"
-    assert sweep_name(["experiment=mlp_vs_cnn", "trainer.epochs=1"], {"model": "mlp,cnn"}) == (
-        PARENT_NAME
+    assert sweep_name(["trainer.epochs=1", "model=mlp,cnn"]) == (
+        "sweep model=mlp,cnn trainer.epochs=1"
     )
+    assert sweep_name(
+        ["experiment=mlp_vs_cnn", "tracking.log_model=false", *QUICK], {"model": "mlp,cnn"}
+    ) == (PARENT_NAME)
     assert sweep_name(["trainer.epochs=1"]) == "sweep trainer.epochs=1"
+    assert sweep_name([]) == "sweep (defaults)"
+
+
+def test_sweep_names_tell_apart_sweeps_of_the_same_values():
+    seeds = "trainer.seed=1,2,3"
+    assert sweep_name(["experiment=best_cnn", "trainer.epochs=60", seeds]) == (
+        f"sweep experiment=best_cnn {seeds} trainer.epochs=60"
+    )
+    # A list value is one value, as Hydra reads it; a quoted comma is no sweep either.
+    kernels = "model.kernel_size=[7,3]"
+    assert sweep_name(["experiment=best_cnn", kernels, seeds]) == (
+        f"sweep experiment=best_cnn {seeds} {kernels}"
+    )
+    assert sweep_name(["+note='a,b'", "x=range(1,3)", "y=choice(32, 64)"]) == (
+        "sweep x=range(1,3) y=choice(32, 64) +note='a,b'"
+    )
+    # How the sweep reaches its store is not what it is.
+    assert sweep_name(["model=mlp,cnn", "tracking.uri=http://127.0.0.1:5000"]) == (
+        "sweep model=mlp,cnn"
+    )
 
 
 def test_a_run_is_described_in_one_line():

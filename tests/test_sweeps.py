@@ -54,7 +54,7 @@ def test_a_sweep_is_one_parent_with_a_child_per_job(tmp_path):
     _sweep(tmp_path, "model=mlp,cnn", *QUICK)
     client, parent, children = _parent_and_children(tmp_path, "digit-experiments")
     assert parent.info.status == "FINISHED"
-    assert parent.info.run_name == "sweep model=mlp,cnn"
+    assert parent.info.run_name == "sweep model=mlp,cnn " + " ".join(QUICK)
     assert "model=mlp,cnn" in parent.data.tags["sweep_overrides"]
     assert parent.data.tags["sweep_dir"].startswith(str(tmp_path / "multirun"))
     assert [c.data.tags["model"] for c in children] == ["mlp", "cnn"]

@@ -141,15 +141,34 @@ def quoted(value: str) -> str:
 
 
 def sweep_name(overrides: list[str], params=None) -> str:
-    """A readable name for the sweep: its swept overrides, e.g. `sweep model=mlp,cnn`,
-    and those a preset sweeps (`params`, hydra.sweeper.params) after the preset's name:
-    `sweep experiment=mlp_vs_cnn model=mlp,cnn`."""
-    swept = [o for o in overrides if "," in o or "glob(" in o or "range(" in o]
+    """A readable name for the sweep: the preset, what it sweeps (the overrides with
+    several values, and those a preset sweeps itself: `params`, hydra.sweeper.params),
+    then its fixed overrides, e.g. `sweep experiment=best_cnn trainer.seed=1,2,3
+    trainer.epochs=60`. The fixed ones tell apart two sweeps of the same values under
+    other settings; they come last, where a narrow column cuts a name."""
+    from digit_experiments.reporting.compare import INTERNAL_OVERRIDES
+
+    shown = [o for o in overrides if not o.startswith(INTERNAL_OVERRIDES)]
+    swept = [o for o, many in zip(shown, _swept(shown)) if many]
     swept += [f"{key}={value}" for key, value in (params or {}).items()]
-    if swept:
-        chosen = [o for o in overrides if o.startswith("experiment=") and o not in swept]
-        swept = chosen + swept
-    return "sweep " + " ".join(swept or overrides or ["(defaults)"])
+    preset = [o for o in shown if o.startswith("experiment=") and o not in swept]
+    fixed = [o for o in shown if o not in swept and o not in preset]
+    return "sweep " + " ".join(preset + swept + fixed or ["(defaults)"])
+
+
+def _swept(overrides: list[str]) -> list[bool]:
+    """Whether each override sweeps, as Hydra reads it: `a=1,2`, `a=range(3)`,
+    `a=glob(*)` do; a list value such as `model.kernel_size=[7,3]` does not."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    found = []
+    for override in overrides:
+        try:
+            found.append(parser.parse_override(override).is_sweep_override())
+        except Exception:  # noqa: BLE001 - Hydra parsed it already; a name is no reason to fail
+            found.append("," in override)
+    return found
 
 
 def finish_parent(uri: str, parent_id: str, sweep_dir: Path | None) -> str:
