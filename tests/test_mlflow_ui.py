@@ -90,9 +90,12 @@ def test_sweep_names_include_what_a_preset_sweeps():
     assert sweep_name(["trainer.epochs=1", "model=mlp,cnn"]) == (
         "sweep model=mlp,cnn trainer.epochs=1"
     )
-    assert sweep_name(
-        ["experiment=mlp_vs_cnn", "tracking.log_model=false", *QUICK], {"model": "mlp,cnn"}
-    ) == (PARENT_NAME)
+    assert (
+        sweep_name(
+            ["experiment=mlp_vs_cnn", "tracking.log_model=false", *QUICK], {"model": "mlp,cnn"}
+        )
+        == PARENT_NAME
+    )
     assert sweep_name(["trainer.epochs=1"]) == "sweep trainer.epochs=1"
     assert sweep_name([]) == "sweep (defaults)"
 

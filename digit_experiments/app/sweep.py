@@ -256,14 +256,14 @@ def refresh_parent(uri: str, parent_id: str) -> bool:
     sweep_dir = parent.data.tags.get("sweep_dir")
     sweep_dir = Path(sweep_dir) if sweep_dir else None
     rows = compare.sweep_rows(client, parent, sweep_dir)
-    _number_joined(client, parent, rows)
+    _number_joined(client, rows)
     rows = [r for r in rows if r["job"] is not None and r["status"] != "RUNNING"]
     summarise(client, parent, rows, uri, sweep_dir)
     log.info("sweep %s: summary made again, %d runs", parent_id, len(rows))
     return True
 
 
-def _number_joined(client, parent, rows: list[dict]) -> None:
+def _number_joined(client, rows: list[dict]) -> None:
     """Number the joined runs in `rows` (in place, and by tag once each has ended):
     after the sweep's jobs, in the order the joined runs started. Every refresh works
     the numbers out again from the whole set, so two joined runs ending at the same
@@ -272,19 +272,11 @@ def _number_joined(client, parent, rows: list[dict]) -> None:
     one already holds."""
     from digit_experiments.reporting import compare
     from digit_experiments.reporting.groups import ENSEMBLE
-    from digit_experiments.tracking import search
 
-    runs = {run.info.run_id: run for run in search.children(client, parent)}
-    joined = [
-        r
-        for r in rows
-        if r["run_id"] in runs
-        and "hydra_job_num" not in runs[r["run_id"]].data.tags
-        and r["model"] != ENSEMBLE
-    ]
-    numbered_by_hydra = [r["job"] for r in rows if all(r is not j for j in joined)]
-    first = max([job for job in numbered_by_hydra if job is not None], default=-1) + 1
-    joined.sort(key=lambda r: (runs[r["run_id"]].info.start_time, r["run_id"]))
+    joined = [r for r in rows if not r["hydra_job"] and r["model"] != ENSEMBLE]
+    jobs = [r["job"] for r in rows if r["hydra_job"] and r["job"] is not None]
+    first = max(jobs, default=-1) + 1
+    joined.sort(key=lambda r: (r["started"], r["run_id"]))
     for number, row in enumerate(joined, start=first):
         if row["status"] == "RUNNING":
             row["job"] = None  # numbered when it ends

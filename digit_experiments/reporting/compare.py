@@ -69,6 +69,9 @@ def row(run) -> dict:
     if out["epochs"] is not None:
         out["epochs"] = int(out["epochs"])
     out["params"] = dict(run.data.params)
+    # Not shown either: how app/sweep.py numbers the runs that joined a sweep.
+    out["hydra_job"] = "hydra_job_num" in run.data.tags
+    out["started"] = run.info.start_time
     return out
 
 
@@ -90,6 +93,7 @@ def sweep_rows(client, parent, sweep_dir: Path | None = None) -> list[dict]:
                 if line.startswith("- ")
             ]
             blank.update(job=num, status="FAILED", overrides=redact(shown_overrides(overrides)))
+            blank.update(hydra_job=True, started=None)
             rows.append(blank)
     return sorted(rows, key=lambda r: (r["job"] is None, r["job"] or 0))
 
