@@ -250,13 +250,13 @@ def _compare(args) -> int:
     from digit_experiments.tracking import search
 
     client = _client(args)
-    columns = [c for c, _ in compare.COLUMNS]
+    columns = None  # unless named: compare.default_columns of the rows found
     if args.columns:
-        wanted = [c.strip() for c in args.columns.split(",")]
-        unknown = sorted(set(wanted) - set(columns))
+        known = [c for c, _ in compare.COLUMNS]
+        columns = [c.strip() for c in args.columns.split(",")]
+        unknown = sorted(set(columns) - set(known))
         if unknown:
-            raise CliError(f"--columns: unknown {unknown}; known: {', '.join(columns)}")
-        columns = wanted
+            raise CliError(f"--columns: unknown {unknown}; known: {', '.join(known)}")
     if args.metric not in [c for c, _ in compare.COLUMNS]:
         raise CliError(f"--metric: unknown column {args.metric!r}")
 
@@ -285,6 +285,7 @@ def _compare(args) -> int:
         title = f"sweep {parent.info.run_name!r} ({parent.info.run_id}, {parent.info.status})"
     if not rows:
         raise CliError(f"{title} has no runs")
+    columns = columns or compare.default_columns(rows)
 
     if args.group_by is not None:
         from digit_experiments.reporting import groups

@@ -5,6 +5,7 @@ lineage and test reports, served and promoted like any model; bad requests log n
 
 from __future__ import annotations
 
+import csv
 import json
 import tempfile
 from pathlib import Path
@@ -25,6 +26,7 @@ from digit_experiments.core import ensemble as ensemble_core
 from digit_experiments.errors import ModelError
 from digit_experiments.inference import served
 from digit_experiments.inference.loading import load_model
+from digit_experiments.reporting import compare, groups
 
 from .conftest import all_artifacts, small_cfg, working_in
 from .test_views import moved
@@ -325,6 +327,24 @@ def test_a_run_with_test_time_shifts_ships_and_declares_them(store):
         bare = keras.models.load_model(h5, compile=False)
     x = data.to_model_input(data.load_idx_dir(data.bundled_dir())["test_images"][:16])
     np.testing.assert_allclose(shipped.predict(x, verbose=0), _views_mean(bare, x), atol=1e-5)
+
+
+def test_compare_tells_a_run_tested_in_views_from_a_bare_one(store, tmp_path, capsys):
+    """Its test_accuracy is the views': the table shows the bare network's beside it."""
+    parent, runs = store["parent"].info.run_id, store["runs"]
+    table = tmp_path / "jobs.csv"
+    code, out, _ = digits(store, "compare", "--parent", parent, "--csv", str(table), capsys=capsys)
+    assert code == 0 and "single_view_test_accuracy" in out.splitlines()[1]
+    rows = {r["run_id"]: r for r in csv.DictReader(table.open())}
+    shifted = runs["sgd"].data.metrics["single_view_test_accuracy"]
+    assert float(rows[runs["sgd"].info.run_id]["single_view_test_accuracy"]) == shifted
+    assert rows[runs["mlp"].info.run_id]["single_view_test_accuracy"] == ""
+    # Per configuration too; and a table of runs tested bare has no such column.
+    code, out, _ = digits(store, "compare", "--parent", parent, "--group-by", "", capsys=capsys)
+    assert code == 0 and "single_view_test_accuracy" in out
+    bare = [compare.row(runs[name]) for name in ("mlp", "cnn")]
+    assert compare.VIEWS_COLUMN not in compare.to_text(bare)
+    assert compare.VIEWS_COLUMN not in groups.to_markdown(groups.by_config(bare, []), [])
 
 
 def test_an_ensemble_with_test_time_shifts_shifts_each_picture_once(store, capsys):

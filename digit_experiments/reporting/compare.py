@@ -25,12 +25,17 @@ COLUMNS = [
     ("learning_rate", "params.optimizer.learning_rate"),
     ("batch_size", "params.trainer.batch_size"),
     ("test_accuracy", "metrics.test_accuracy"),
+    ("single_view_test_accuracy", "metrics.single_view_test_accuracy"),
     ("test_f1_macro", "metrics.test_f1_macro"),
     ("best_val_accuracy", "metrics.best_val_accuracy"),
     ("epochs", "metrics.epochs_trained"),
     ("seconds", "metrics.train_seconds"),
     ("run_id", "info.run_id"),
 ]
+# Recorded only by a run tested in several views (trainer.test_time_shift, an ensemble's
+# --test-time-shift): its test_accuracy is then the views', and this the bare network's.
+# So a table that mixes both says which is which; shown when some run has it.
+VIEWS_COLUMN = "single_view_test_accuracy"
 # Not what the experiment is: what a sweep passes each job itself (app/sweep.py), and
 # how a job is resumed or skipped. Not shown.
 INTERNAL_OVERRIDES = (
@@ -98,6 +103,11 @@ def sweep_rows(client, parent, sweep_dir: Path | None = None) -> list[dict]:
     return sorted(rows, key=lambda r: (r["job"] is None, r["job"] or 0))
 
 
+def default_columns(rows: list[dict]) -> list[str]:
+    """Every column, the single-view accuracy only where some run was tested in views."""
+    return [c for c, _ in COLUMNS if c != VIEWS_COLUMN or any(r.get(c) is not None for r in rows)]
+
+
 def _job_num(job_dir: Path) -> int | None:
     head = job_dir.name.split("-", 1)[0]
     return int(head) if head.isdigit() else None
@@ -126,14 +136,14 @@ def _cell(value) -> str:
 
 
 def to_markdown(rows: list[dict], columns: list[str] | None = None) -> str:
-    columns = columns or [c for c, _ in COLUMNS]
+    columns = columns or default_columns(rows)
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_cell(r.get(c)) for c in columns) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
 def to_csv(rows: list[dict], columns: list[str] | None = None) -> str:
-    columns = columns or [c for c, _ in COLUMNS]
+    columns = columns or default_columns(rows)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
@@ -143,7 +153,7 @@ def to_csv(rows: list[dict], columns: list[str] | None = None) -> str:
 
 def to_text(rows: list[dict], columns: list[str] | None = None) -> str:
     """An aligned plain-text table for the terminal."""
-    columns = columns or [c for c, _ in COLUMNS]
+    columns = columns or default_columns(rows)
     cells = [columns] + [[_cell(r.get(c)) for c in columns] for r in rows]
     widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
     return (

@@ -159,10 +159,19 @@ def _names(buckets: list[tuple[tuple, list[dict]]], keys: list[str]) -> list[str
 # --- formats --------------------------------------------------------------------------
 
 
-def columns(keys: list[str], metrics: list[str] | None = None) -> list[str]:
+def default_metrics(groups: list[dict]) -> list[str]:
+    """Every metric, the single-view accuracy only where some group has it (compare's
+    default_columns)."""
+    return [
+        m
+        for m in METRICS
+        if m != compare.VIEWS_COLUMN or any(g.get(f"{m}_mean") is not None for g in groups)
+    ]
+
+
+def columns(keys: list[str], metrics: list[str]) -> list[str]:
     """The CSV's columns: the params grouped by (or the groups' names), counts, and four
     columns a metric."""
-    metrics = METRICS if metrics is None else metrics
     lead = keys or ["config"]
     stat_columns = [f"{m}_{s}" for m in metrics for s in ("mean", "std", "min", "max")]
     return [*lead, "runs", "seeds", *stat_columns]
@@ -205,7 +214,7 @@ def _table(groups: list[dict], keys: list[str], metrics: list[str]) -> list[list
 
 def to_text(groups: list[dict], keys: list[str], metrics: list[str] | None = None) -> str:
     """The note, then an aligned plain-text table for the terminal."""
-    lines = _table(groups, keys, METRICS if metrics is None else metrics)
+    lines = _table(groups, keys, default_metrics(groups) if metrics is None else metrics)
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     body = [
         "  ".join(value.ljust(width) for value, width in zip(line, widths)).rstrip()
@@ -216,7 +225,7 @@ def to_text(groups: list[dict], keys: list[str], metrics: list[str] | None = Non
 
 def to_markdown(groups: list[dict], keys: list[str], metrics: list[str] | None = None) -> str:
     """The note as a paragraph, then the table (names escaped for Markdown)."""
-    header, *rows = _table(groups, keys, METRICS if metrics is None else metrics)
+    header, *rows = _table(groups, keys, default_metrics(groups) if metrics is None else metrics)
     lines = [note(groups, keys), "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lead = len(keys) or 1  # names and values as Markdown shows them literally; numbers as they are
     lines += [
@@ -228,6 +237,7 @@ def to_markdown(groups: list[dict], keys: list[str], metrics: list[str] | None =
 def to_csv(groups: list[dict], keys: list[str], metrics: list[str] | None = None) -> str:
     """Every number in its own column (std blank for a single run)."""
     buffer = io.StringIO()
+    metrics = default_metrics(groups) if metrics is None else metrics
     writer = csv.DictWriter(buffer, fieldnames=columns(keys, metrics), extrasaction="ignore")
     writer.writeheader()
     writer.writerows(groups)
