@@ -12,8 +12,10 @@ member, and the command's wall seconds. Members are checked against accuracy.jso
 record of the same sweep (its own runs, and those that joined it later: `accuracy.py
 --joined`), so the README's ensemble row belongs to its seeds' row. With
 `--test-time-shift N` the ensemble answers each picture in shifted views (test-time
-augmentation, `digits ensemble --test-time-shift`): its entry is kept beside the plain
-one (key `ROW+shiftN`), with the ensemble's accuracy without the views.
+augmentation, `digits ensemble --test-time-shift`; N=0: none): its entry is kept beside
+the plain one (key `ROW+shiftN`), with the ensemble's accuracy without the views. Without
+it the ensemble answers in the views its members ship, if they all ship the same (as
+`digits ensemble` does), and its entry says so the same way.
 
 Writes benchmarks/results/ensemble.{json,md} (merged: one entry per row name).
 """
@@ -54,7 +56,10 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=3, help="members: the K best runs")
     parser.add_argument("--row", help="its accuracy.json row (default: the folder's name)")
     parser.add_argument(
-        "--test-time-shift", type=int, default=0, metavar="N", help="shifted views (0: none)"
+        "--test-time-shift",
+        type=int,
+        metavar="N",
+        help="shifted views (0: none; default: the members' own, when they all ship the same)",
     )
     args = parser.parse_args()
     store = args.store.resolve()
@@ -65,7 +70,7 @@ def main() -> None:
     parent = sweep_of(store_runs(store), row)
     sweep = recorded_sweep(row, parent.info.run_id)
     command = ["ensemble", "--parent", parent.info.run_id, "--top", str(args.top)]
-    if args.test_time_shift:
+    if args.test_time_shift is not None:
         command += ["--test-time-shift", str(args.test_time_shift)]
     uri = f"sqlite:///{store}/mlflow.db"
     wall, _ = timed([*DIGITS, "--tracking-uri", uri, *command], cwd=store)
@@ -88,10 +93,11 @@ def main() -> None:
         "test_accuracy": metrics["test_accuracy"],
         "test_f1_macro": metrics["test_f1_macro"],
         "gain_over_best_member": metrics["gain_over_best_member"],
-        "test_time_shift": args.test_time_shift,
+        # What the ensemble did (asked for, or its members' own views), as it recorded it.
+        "test_time_shift": int(run.data.params["test_time_shift"]),
         **(
             {"single_view_test_accuracy": metrics["single_view_test_accuracy"]}
-            if args.test_time_shift
+            if "single_view_test_accuracy" in metrics
             else {}
         ),
         "members": [
@@ -111,7 +117,7 @@ def main() -> None:
 
     path = RESULTS / "ensemble.json"
     rows = json.loads(path.read_text())["rows"] if path.exists() else {}
-    rows[row if not args.test_time_shift else f"{row}+shift{args.test_time_shift}"] = entry
+    rows[row if args.test_time_shift is None else f"{row}+shift{args.test_time_shift}"] = entry
     lines = [
         [
             name,

@@ -148,10 +148,10 @@ def _parser() -> argparse.ArgumentParser:
     ensemble.add_argument(
         "--test-time-shift",
         type=int,
-        default=0,
         metavar="N",
         help="test-time augmentation: also answer each picture shifted N pixels up, down, "
-        "left and right, and average (default 0: off)",
+        "left and right, and average; 0: off (default: the views the members ship, when "
+        "they all ship the same, else 0)",
     )
     ensemble.set_defaults(handler=_ensemble)
 

@@ -115,10 +115,15 @@ def test_the_ensemble_averages_its_members_probabilities(store, made):
     arrays = data.load_idx_dir(data.bundled_dir())
     x = data.to_model_input(arrays["test_images"][:16])
     client = store["client"]
+    # sgd ships shifted views and the others do not: each joins as its bare network.
+    assert (
+        run.data.params["test_time_shift"] == "0" and "test_time_augmentation" not in run.data.tags
+    )
     members = [
-        load_model(f"models:/{_model_id(client, client.get_run(i))}").predict(x, verbose=0)
+        views.inner(load_model(f"models:/{_model_id(client, client.get_run(i))}"))
         for i in member_ids
     ]
+    members = [network.predict(x, verbose=0) for network in members]
     network = mlflow.keras.load_model(f"models:/{made['model_id']}")
     assert isinstance(network, keras.Model) and network.input_shape == (None, 28, 28, 1)
     np.testing.assert_allclose(network.predict(x, verbose=0), np.mean(members, axis=0), atol=1e-6)
@@ -345,6 +350,54 @@ def test_compare_tells_a_run_tested_in_views_from_a_bare_one(store, tmp_path, ca
     bare = [compare.row(runs[name]) for name in ("mlp", "cnn")]
     assert compare.VIEWS_COLUMN not in compare.to_text(bare)
     assert compare.VIEWS_COLUMN not in groups.to_markdown(groups.by_config(bare, []), [])
+
+
+def test_members_that_all_ship_views_make_an_ensemble_in_them_unless_told(store, capsys):
+    """Averaging their shipped models would answer in views without saying so: the
+    ensemble takes their views (declared, each picture shifted once) or, with
+    --test-time-shift 0, their bare networks."""
+    client, sgd = store["client"], store["runs"]["sgd"]
+    experiment = client.get_experiment(sgd.info.experiment_id).name
+    with working_in(store["root"]):
+        cfg = small_cfg(
+            store["root"],
+            "model=mlp",
+            "data.train_limit=1000",
+            "trainer.test_time_shift=1",
+            "trainer.seed=7",
+            f"tracking.experiment={experiment}",
+            "tracking.run_name=another-in-views",
+        )
+        train(cfg, output_dir=store["root"] / "another-in-views")
+    (other,) = client.search_runs(
+        [sgd.info.experiment_id], "attributes.run_name = 'another-in-views'"
+    )
+    members = f"{sgd.info.run_id},{other.info.run_id}"
+    networks = [views.inner(load_model(f"models:/{_model_id(client, r)}")) for r in (sgd, other)]
+    x = data.to_model_input(data.load_idx_dir(data.bundled_dir())["test_images"][:16])
+    for asked, shift in (([], 1), (["--test-time-shift", "0"], 0)):
+        name = f"both-in-views-{shift}"
+        code, out, err = digits(
+            store, "ensemble", "--runs", members, "--name", name, *asked, capsys=capsys
+        )
+        assert code == 0, err
+        assert out.count("(its bare network: it ships views shifted 1 px)") == 2
+        assert ("in views shifted 1 px (test-time augmentation); without them" in out) == bool(
+            shift
+        )
+        (found,) = client.search_runs([sgd.info.experiment_id], f"attributes.run_name = '{name}'")
+        run = client.get_run(found.info.run_id)
+        assert run.data.params["test_time_shift"] == str(shift)
+        if shift:
+            assert run.data.tags["test_time_augmentation"] == views.describe(1)
+            assert "single_view_test_accuracy" in run.data.metrics
+            expected = np.mean([_views_mean(n, x) for n in networks], axis=0)
+        else:
+            assert "test_time_augmentation" not in run.data.tags
+            assert "single_view_test_accuracy" not in run.data.metrics
+            expected = np.mean([n.predict(x, verbose=0) for n in networks], axis=0)
+        shipped = mlflow.keras.load_model(f"models:/{_model_id(client, run)}")
+        np.testing.assert_allclose(shipped.predict(x, verbose=0), expected, atol=1e-5)
 
 
 def test_an_ensemble_with_test_time_shifts_shifts_each_picture_once(store, capsys):

@@ -13,7 +13,10 @@ and `ensemble.metric`; each member's logged model as a model input of the run; p
 `test_time_shift` N (`--test-time-shift N`): the ensemble of the members' bare networks
 is wrapped in shifted views (core/views.py: the picture and four copies moved N pixels),
 declared by the tag `test_time_augmentation` and the param `test_time_shift`; the
-ensemble without them is recorded as `single_view_test_accuracy`.
+ensemble without them is recorded as `single_view_test_accuracy`. Unless it is given,
+it is the views the members ship (trainer.test_time_shift) when they all ship the same:
+averaging their shipped models would answer the same, but undeclared, and shift each
+picture once per member. Members that differ join bare (0), as the summary says.
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ class Result:
     choice: Choice
     evaluated_on: str
     nested_under: str | None = None
+    test_time_shift: int = 0
 
 
 def make(
@@ -94,7 +98,7 @@ def make(
     name: str | None = None,
     experiment_name: str | None = None,
     root: Path | None = None,
-    test_time_shift: int = 0,
+    test_time_shift: int | None = None,
 ) -> Result:
     """The ensemble of `runs`, or of the `top` best runs (by `metric`) of the sweep
     `parent` (default: the latest sweep) or of `experiment`; logged to the store at
@@ -104,10 +108,12 @@ def make(
 
     store.connect(uri)  # models:/ URIs of the members resolve against this store
     client = store.client(uri)
-    choice = choose(client, metric, top, parent, experiment, runs)
-    if test_time_shift < 0:
+    if test_time_shift is not None and test_time_shift < 0:
         raise EnsembleError(f"--test-time-shift must be >= 0, got {test_time_shift}")
-    bare = build(choice.members, bare_networks=test_time_shift > 0)
+    choice = choose(client, metric, top, parent, experiment, runs)
+    if test_time_shift is None:
+        test_time_shift = shipped_shift(choice.members)
+    bare = build(choice.members)
     evaluated = evaluate(client, bare, choice.members, test_time_shift)
     return log_run(
         uri, client, choice, metric, evaluated, name, experiment_name, root or Path.cwd()
@@ -202,10 +208,17 @@ def named_runs(client, run_ids: list[str], metric: str) -> list[Member]:
 # --- the model ------------------------------------------------------------------------
 
 
-def build(members: list[Member], bare_networks: bool = False):
-    """Each member's network loaded (safe mode) and checked; the ensemble of them.
-    `bare_networks`: a member that ships shifted views gives the network inside them
-    (the ensemble's own views then shift each picture once, not twice)."""
+def shipped_shift(members: list[Member]) -> int:
+    """The shift of the views every member ships (trainer.test_time_shift), 0 when
+    none does or when they differ."""
+    shifts = {int(m.run.data.params.get("trainer.test_time_shift", 0)) for m in members}
+    return shifts.pop() if len(shifts) == 1 else 0
+
+
+def build(members: list[Member]):
+    """Each member's network loaded (safe mode) and checked; the ensemble of them. A
+    member that ships shifted views gives the network inside them: the ensemble's own
+    views (if any) then shift each picture once, not once per member."""
     from digit_experiments.core import ensemble, views
     from digit_experiments.inference.loading import load_model
     from digit_experiments.inference.predictor import Predictor
@@ -215,8 +228,7 @@ def build(members: list[Member], bare_networks: bool = False):
             member.network = load_model(f"models:/{member.model_id}")
         except ModelError as e:
             raise EnsembleError(f"run {member.run_id}: cannot load its model ({e})") from None
-        if bare_networks:
-            member.network = views.inner(member.network)
+        member.network = views.inner(member.network)
     ensemble.check_compatible({f"run {m.run_id}": m.network for m in members})
     Predictor(members[0].network, f"run {members[0].run_id}")  # square one-channel pictures
     return ensemble.build([m.network for m in members])
@@ -347,6 +359,7 @@ def log_run(uri, client, choice, metric, evaluated, name, experiment_name, root)
         choice=choice,
         evaluated_on=evaluated.on.description,
         nested_under=nested,
+        test_time_shift=evaluated.test_time_shift,
     )
 
 
@@ -426,8 +439,10 @@ def summary(result: Result) -> str:
     choice, metrics = result.choice, result.metrics
     lines = [f"members, from {choice.scope}:"]
     for i, m in enumerate(choice.members):
+        shipped = int(m.run.data.params.get("trainer.test_time_shift", 0))
         lines.append(
             f"  {i}. run {m.run_id} ({m.run.info.run_name}): test_accuracy {m.test_accuracy:.4f}"
+            + (f" (its bare network: it ships views shifted {shipped} px)" if shipped else "")
         )
     where = f"nested under sweep run {result.nested_under}" if result.nested_under else "top-level"
     gain = metrics["gain_over_best_member"]
@@ -438,4 +453,10 @@ def summary(result: Result) -> str:
         f"{metrics['best_member_test_accuracy']:.4f} ({gain:+.4f})",
         f"  model {result.model_uri}",
     ]
+    if result.test_time_shift:
+        lines.insert(
+            -1,
+            f"  in views shifted {result.test_time_shift} px (test-time augmentation); "
+            f"without them {metrics['single_view_test_accuracy']:.4f}",
+        )
     return "\n".join(lines)
