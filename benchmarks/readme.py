@@ -82,6 +82,13 @@ def results_block(results: dict) -> str:
             accuracy = mean_std([r["test_accuracy"] for r in measured], "{:.2%}")
             best = max(measured, key=lambda r: r["test_accuracy"])
             accuracy += f"; best {best['test_accuracy']:.2%} (seed {best['seed']})"
+            bare = [r.get("single_view_test_accuracy") for r in measured]
+            if None not in bare:  # each run tested in shifted views (trainer.test_time_shift)
+                bare_text = mean_std(bare, "{:.2%}")
+                accuracy += (
+                    "; test-time augmentation: each picture in 5 shifted views "
+                    f"(trainer.test_time_shift), the bare networks {bare_text}"
+                )
             f1 = mean_std([r["test_f1_macro"] for r in measured], "{:.4f}")
             wall_text = None
         else:
@@ -142,7 +149,8 @@ def ensemble_line(entry: dict) -> list[str]:
     return [
         what,
         f"`{entry['command'].replace(entry['sweep_run_id'], 'SWEEP_RUN_ID')}`",
-        f"{entry['test_accuracy']:.2%} ({entry['gain_over_best_member']:+.2%} over the best)",
+        f"{entry['test_accuracy']:.2%} ({entry['gain_over_best_member']:+.2%} over the best"
+        + (" bare member)" if shift else ")"),
         f"{entry['test_f1_macro']:.4f}",
         "",
         f"no training / {entry['wall_seconds'] / 60:.1f}",

@@ -236,6 +236,46 @@ def test_accuracy_rows_merge_and_the_readme_shows_them(tmp_path):
     assert generate(readme, results, "--check").returncode == 0
 
 
+def test_a_row_whose_runs_were_tested_in_shifted_views_says_so(tmp_path):
+    """Their test accuracy is the views': the row declares it, with the bare networks'."""
+    machine = "a machine"
+
+    def child(seed, accuracy, bare):
+        return {
+            "seed": seed,
+            "run_id": f"run{seed}",
+            "status": "FINISHED",
+            "test_accuracy": accuracy,
+            "single_view_test_accuracy": bare,
+            "test_f1_macro": accuracy,
+            "epochs_trained": 2,
+            "best_epoch": 2,
+            "train_seconds": 60.0,
+        }
+
+    sweep = {
+        "command": "python -m digit_experiments.train -m trainer.seed=1,2 model=mlp",
+        "wall_seconds": 130.0,
+        "machine": machine,
+        "date": "2026-12-06",
+        "parent_run_id": "sweep",
+        "status": "FINISHED",
+        "children": [child(1, 0.99, 0.98), child(2, 0.97, 0.96)],
+    }
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "accuracy.json").write_text(json.dumps({"rows": {"seed_mlp": {"runs": [sweep]}}}))
+    readme = tmp_path / "README.md"
+    shutil.copy(ROOT / "README.md", readme)
+    result = generate(readme, results)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (line,) = [x for x in readme.read_text().splitlines() if x.startswith("| seed MLP |")]
+    assert (
+        "98.00% ± 1.41% (n=2); best 99.00% (seed 1); test-time augmentation: each picture in "
+        "5 shifted views (trainer.test_time_shift), the bare networks 97.00% ± 1.41% (n=2)"
+    ) in line
+
+
 def test_the_readme_shows_an_inference_file_with_only_the_startup_section(tmp_path):
     """`inference.py --only startup` on a machine without the other figures: the README
     generator shows what there is, and the rest as not measured."""
@@ -283,6 +323,7 @@ def test_an_accuracy_row_over_seeds_is_one_sweep_and_the_readme_shows_mean_and_s
     std = abs(accuracies[0] - accuracies[1]) / 2**0.5  # the sample std of two values
     best = max(children, key=lambda c: c["test_accuracy"])
     assert f"{mean:.2%} ± {std:.2%} (n=2); best {best['test_accuracy']:.2%} (seed " in line
+    assert "test-time augmentation" not in line  # tested bare
 
     result = run_benchmark(
         "ensemble.py", [str(tmp_path / "kept" / "seed_mlp"), "--top", "2"], results
@@ -357,6 +398,7 @@ def test_an_accuracy_row_over_seeds_is_one_sweep_and_the_readme_shows_mean_and_s
         "views)" in lines[at + 2]
     )
     assert f"{shifted['test_accuracy']:.2%} (" in lines[at + 2]
+    assert "over the best bare member)" in lines[at + 2]  # its members answered bare
 
     # A store that is not a kept row's: refused, naming it.
     result = run_benchmark("ensemble.py", [str(tmp_path)], results)
