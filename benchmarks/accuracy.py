@@ -7,7 +7,7 @@ Each row runs `python -m digit_experiments.train ROW'S OVERRIDES [OVERRIDES...]`
 temporary directory with its own SQLite store, then reads back what MLflow recorded:
 the run id, test accuracy, macro F1, epochs trained, best epoch, training seconds, with
 the process's wall seconds and the machine. The rows (see ROWS): seed_cnn (the
-defaults, what `make train` runs), seed_mlp, best_mlp, best_cnn (about 17 minutes on 2
+defaults, what `make train` runs), seed_mlp, best_mlp, best_cnn (about 23 minutes on 2
 cores) and mlp_vs_cnn (the sweep: its two children, the whole sweep's wall time, and
 the table `digits compare --markdown` writes). `--repeat N` runs each chosen row N
 times, the rows alternated round by round. Extra OVERRIDES (e.g. data.train_limit=1000
