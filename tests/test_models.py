@@ -120,7 +120,12 @@ def test_vgg_stacks_conv_batchnorm_blocks():
 
 
 def test_vgg_blocks_can_differ_in_conv_count_and_kernel():
-    model = _build("experiment=best_cnn", "model.convs_per_block=[1,2]", "model.kernel_size=[5,3]")
+    model = _build(
+        "experiment=best_cnn",
+        "model.convs_per_block=[1,2]",
+        "model.kernel_size=[5,3]",
+        "model.block_filters=[32,64]",
+    )
     convs = [layer for layer in model.layers if type(layer).__name__ == "Conv2D"]
     assert [(c.name, c.kernel_size) for c in convs] == [
         ("block1_conv1", (5, 5)),
