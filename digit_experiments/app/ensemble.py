@@ -208,10 +208,14 @@ def named_runs(client, run_ids: list[str], metric: str) -> list[Member]:
 # --- the model ------------------------------------------------------------------------
 
 
+def shipped(member: Member) -> int:
+    """The shift of the views a member ships (its trainer.test_time_shift; 0: none)."""
+    return int(member.run.data.params.get("trainer.test_time_shift", 0))
+
+
 def shipped_shift(members: list[Member]) -> int:
-    """The shift of the views every member ships (trainer.test_time_shift), 0 when
-    none does or when they differ."""
-    shifts = {int(m.run.data.params.get("trainer.test_time_shift", 0)) for m in members}
+    """The shift of the views every member ships, 0 when none does or when they differ."""
+    shifts = {shipped(m) for m in members}
     return shifts.pop() if len(shifts) == 1 else 0
 
 
@@ -439,10 +443,10 @@ def summary(result: Result) -> str:
     choice, metrics = result.choice, result.metrics
     lines = [f"members, from {choice.scope}:"]
     for i, m in enumerate(choice.members):
-        shipped = int(m.run.data.params.get("trainer.test_time_shift", 0))
+        shift = shipped(m)
         lines.append(
             f"  {i}. run {m.run_id} ({m.run.info.run_name}): test_accuracy {m.test_accuracy:.4f}"
-            + (f" (its bare network: it ships views shifted {shipped} px)" if shipped else "")
+            + (f" (its bare network: it ships views shifted {shift} px)" if shift else "")
         )
     where = f"nested under sweep run {result.nested_under}" if result.nested_under else "top-level"
     gain = metrics["gain_over_best_member"]
