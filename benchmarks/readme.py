@@ -82,13 +82,9 @@ def results_block(results: dict) -> str:
             accuracy = mean_std([r["test_accuracy"] for r in measured], "{:.2%}")
             best = max(measured, key=lambda r: r["test_accuracy"])
             accuracy += f"; best {best['test_accuracy']:.2%} (seed {best['seed']})"
-            bare = [r.get("single_view_test_accuracy") for r in measured]
-            if None not in bare:  # each run tested in shifted views (trainer.test_time_shift)
-                bare_text = mean_std(bare, "{:.2%}")
-                accuracy += (
-                    "; test-time augmentation: each picture in 5 shifted views "
-                    f"(trainer.test_time_shift), the bare networks {bare_text}"
-                )
+            accuracy += in_views(measured)
+            if sweep.get("joined"):
+                accuracy += with_joined(sweep)
             f1 = mean_std([r["test_f1_macro"] for r in measured], "{:.4f}")
             wall_text = None
         else:
@@ -100,6 +96,9 @@ def results_block(results: dict) -> str:
         minutes = f"{show(train)} / {wall_text}"
         if wall_text is None:  # one process ran the seeds' runs one after the other
             minutes = f"{show(train)}; the sweep in all: {sweep['wall_seconds'] / 60:.1f}"
+            if sweep.get("joined"):  # each its own process: training only
+                later = spread([r["train_seconds"] / 60 for r in sweep["joined"]], 1)
+                minutes += f"; the joined seeds' training: {show(later)}"
         lines.append([description, f"`{command}`", accuracy, f1, epochs, minutes])
         sweep_id = rows[name]["runs"][-1].get("parent_run_id")
         for key, ensemble in results.get("ensemble", {}).get("rows", {}).items():
@@ -118,25 +117,60 @@ def results_block(results: dict) -> str:
     )
 
 
+def in_views(runs: list[dict]) -> str:
+    """'; test-time augmentation: ...' when every run was tested in shifted views
+    (trainer.test_time_shift), with the bare networks' mean; else nothing."""
+    bare = [r.get("single_view_test_accuracy") for r in runs]
+    if None in bare:
+        return ""
+    return (
+        "; test-time augmentation: each picture in 5 shifted views "
+        f"(trainer.test_time_shift), the bare networks {mean_std(bare, '{:.2%}')}"
+    )
+
+
+def with_joined(sweep: dict) -> str:
+    """'; with seeds 4, 5, which joined the sweep later: ...': the sweep's runs and the
+    joined ones (accuracy.py --joined) together, so that a later seed's best is shown
+    with every seed that was run, not alone."""
+    joined = sorted(sweep["joined"], key=lambda r: r["seed"])
+    runs = [*sweep["children"], *joined]
+    best = max(runs, key=lambda r: r["test_accuracy"])
+    seeds = ", ".join(str(r["seed"]) for r in joined)
+    return (
+        f"; with seeds {seeds}, which joined the sweep later ({joined_commands(joined)}), "
+        "all its runs: "
+        + mean_std([r["test_accuracy"] for r in runs], "{:.2%}")
+        + f"; best {best['test_accuracy']:.2%} (seed {best['seed']})"
+        + in_views(runs)
+    )
+
+
+def joined_commands(joined: list[dict]) -> str:
+    """Each distinct command of the runs that joined a sweep once, the seed as N (some
+    may have run two at a time), e.g. '`python -m ... trainer.seed=N ...`'."""
+    commands = dict.fromkeys(
+        re.sub(r"trainer\.seed=\d+", "trainer.seed=N", m["command"]).replace(
+            "=SWEEP", "=SWEEP_RUN_ID"
+        )
+        for m in joined
+    )
+    return " or ".join(f"`{c}`" for c in commands)
+
+
 def ensemble_line(entry: dict) -> list[str]:
     """The row under a sweep's: its runs averaged by `digits ensemble` (ensemble.json),
-    with the seeds that joined the sweep later (accuracy.py --joined) named as such."""
+    with the seeds that joined the sweep later (accuracy.py --joined) named as such (the
+    sweep's row names their command)."""
     members = entry["members"]
     joined = sorted((m for m in members if m.get("joined")), key=lambda m: m["seed"])
     what = f"ensemble of the {len(members)} runs above (averaged probabilities)"
     if joined:
         seeds = ", ".join(str(m["seed"]) for m in joined)
-        # Each distinct command once, the seed as N (some may have run two at a time).
-        commands = dict.fromkeys(
-            re.sub(r"trainer\.seed=\d+", "trainer.seed=N", m["command"]).replace(
-                "=SWEEP", "=SWEEP_RUN_ID"
-            )
-            for m in joined
-        )
         what = (
             f"ensemble of {len(members)} runs (averaged probabilities): the "
             f"{len(members) - len(joined)} above and seeds {seeds}, which joined the same "
-            f"sweep later ({' or '.join(f'`{c}`' for c in commands)}); the members: "
+            "sweep later (their command is in the row above); the members: "
             + mean_std([m["test_accuracy"] for m in members], "{:.2%}")
         )
     shift = entry.get("test_time_shift", 0)

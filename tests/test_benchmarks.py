@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 
@@ -23,6 +24,12 @@ TINY = ["data.train_limit=1000", "data.test_limit=200", "trainer.epochs=1"]
 def spread_of(stats: dict, repeats: int) -> bool:
     """A timing as every benchmark records it: each repeat, and min <= median <= max."""
     return len(stats["values"]) == repeats and stats["min"] <= stats["median"] <= stats["max"]
+
+
+def mean_std(values: list[float]) -> str:
+    """As the README shows accuracies over seeds: mean ± sample std (n=N)."""
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.2%} ± {spread:.2%} (n={len(values)})"
 
 
 def run_benchmark(script: str, args: list[str], results, timeout: int = 300):
@@ -275,6 +282,23 @@ def test_a_row_whose_runs_were_tested_in_shifted_views_says_so(tmp_path):
         "5 shifted views (trainer.test_time_shift), the bare networks 97.00% ± 1.41% (n=2)"
     ) in line
 
+    # A seed that joined the sweep later, in views too: counted with the sweep's own, and
+    # its best shown only with all of them.
+    late = {**child(3, 0.995, 0.99), "command": "python -m x trainer.seed=3 p=SWEEP"}
+    sweep["joined"] = [late]
+    (results / "accuracy.json").write_text(json.dumps({"rows": {"seed_mlp": {"runs": [sweep]}}}))
+    assert generate(readme, results).returncode == 0
+    (line,) = [x for x in readme.read_text().splitlines() if x.startswith("| seed MLP |")]
+    assert (
+        "best 99.00% (seed 1); test-time augmentation: each picture in 5 shifted views "
+        "(trainer.test_time_shift), "
+        "the bare networks 97.00% ± 1.41% (n=2); with seeds 3, which joined the sweep later "
+        "(`python -m x trainer.seed=N p=SWEEP_RUN_ID`), all its runs: "
+        f"{mean_std([0.99, 0.97, 0.995])}; best 99.50% (seed 3); test-time augmentation: each "
+        f"picture in 5 shifted views (trainer.test_time_shift), the bare networks "
+        f"{mean_std([0.98, 0.96, 0.99])} | 0.9800 ± 0.0141 (n=2) |"
+    ) in line
+
 
 def test_the_readme_shows_an_inference_file_with_only_the_startup_section(tmp_path):
     """`inference.py --only startup` on a machine without the other figures: the README
@@ -372,9 +396,16 @@ def test_an_accuracy_row_over_seeds_is_one_sweep_and_the_readme_shows_mean_and_s
     lines = readme.read_text().splitlines()
     assert lines[at + 1].startswith(
         "| ensemble of 3 runs (averaged probabilities): the 2 above and seeds 3, which joined "
-        "the same sweep later (`python -m digit_experiments.train model=mlp trainer.seed=N "
+        "the same sweep later (their command is in the row above); the members: "
     )
-    assert "tracking.parent_run_id=SWEEP_RUN_ID`); the members: " in lines[at + 1]
+    # The row names the joined seed and its command, and counts it with the sweep's own.
+    assert (
+        "; with seeds 3, which joined the sweep later (`python -m digit_experiments.train "
+        "model=mlp trainer.seed=N "
+    ) in lines[at]
+    every = [c["test_accuracy"] for c in children] + [late["test_accuracy"]]
+    assert f"tracking.parent_run_id=SWEEP_RUN_ID`), all its runs: {mean_std(every)}" in lines[at]
+    assert "the joined seeds' training: " in lines[at]
 
     # The same members in shifted views: a second entry, shown under the plain one.
     in_views = [str(kept), "--top", "3", "--test-time-shift", "1"]
