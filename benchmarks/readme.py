@@ -79,10 +79,7 @@ def results_block(results: dict) -> str:
         if "children" in measured[-1]:  # a sweep over seeds (accuracy.py --seeds)
             sweep = measured[-1]
             measured = sweep["children"]
-            accuracy = mean_std([r["test_accuracy"] for r in measured], "{:.2%}")
-            best = max(measured, key=lambda r: r["test_accuracy"])
-            accuracy += f"; best {best['test_accuracy']:.2%} (seed {best['seed']})"
-            accuracy += in_views(measured)
+            accuracy = over_seeds(measured)
             if sweep.get("joined"):
                 accuracy += with_joined(sweep)
             f1 = mean_std([r["test_f1_macro"] for r in measured], "{:.4f}")
@@ -117,6 +114,13 @@ def results_block(results: dict) -> str:
     )
 
 
+def over_seeds(runs: list[dict]) -> str:
+    """'mean ± std (n=N); best X (seed S)', and what in_views says of them."""
+    best = max(runs, key=lambda r: r["test_accuracy"])
+    accuracy = mean_std([r["test_accuracy"] for r in runs], "{:.2%}")
+    return f"{accuracy}; best {best['test_accuracy']:.2%} (seed {best['seed']})" + in_views(runs)
+
+
 def in_views(runs: list[dict]) -> str:
     """'; test-time augmentation: ...' when every run was tested in shifted views
     (trainer.test_time_shift), with the bare networks' mean; else nothing."""
@@ -135,14 +139,10 @@ def with_joined(sweep: dict) -> str:
     with every seed that was run, not alone."""
     joined = sorted(sweep["joined"], key=lambda r: r["seed"])
     runs = [*sweep["children"], *joined]
-    best = max(runs, key=lambda r: r["test_accuracy"])
     seeds = ", ".join(str(r["seed"]) for r in joined)
     return (
         f"; with seeds {seeds}, which joined the sweep later ({joined_commands(joined)}), "
-        "all its runs: "
-        + mean_std([r["test_accuracy"] for r in runs], "{:.2%}")
-        + f"; best {best['test_accuracy']:.2%} (seed {best['seed']})"
-        + in_views(runs)
+        f"all its runs: {over_seeds(runs)}"
     )
 
 
