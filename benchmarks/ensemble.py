@@ -1,7 +1,7 @@
 """Ensemble: `digits ensemble` over a recorded sweep, as a whole process.
 
     .venv/bin/python benchmarks/accuracy.py --only best_cnn --seeds 1,2,3 --keep DIR
-    .venv/bin/python benchmarks/ensemble.py DIR/best_cnn [--top K] [--row best_cnn]
+    .venv/bin/python benchmarks/ensemble.py DIR/best_cnn [--top K | --all] [--row best_cnn]
         [--test-time-shift N]
 
 The first command records the sweep (accuracy.json) and leaves its SQLite store in
@@ -16,6 +16,12 @@ augmentation, `digits ensemble --test-time-shift`; N=0: none): its entry is kept
 the plain one (key `ROW+shiftN`), with the ensemble's accuracy without the views. Without
 it the ensemble answers in the views its members ship, if they all ship the same (as
 `digits ensemble` does), and its entry says so the same way.
+
+With `--all` the members are every finished run of the sweep's experiment in the store,
+none picked by its score: the sweep's, the seeds that joined it, and variants of the row's
+command run on their own beside it (`python -m digit_experiments.train experiment=best_cnn
+model.kernel_size=[7,3] trainer.seed=11`, started in DIR/best_cnn), each recorded with
+its command, its own test accuracy and its training time (key `ROW+all`).
 
 Writes benchmarks/results/ensemble.{json,md} (merged: one entry per row name).
 """
@@ -53,7 +59,13 @@ def recorded_sweep(row: str, parent_id: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("store", type=Path, help="a row's kept store (accuracy.py --keep DIR)")
-    parser.add_argument("--top", type=int, default=3, help="members: the K best runs")
+    members = parser.add_mutually_exclusive_group()
+    members.add_argument("--top", type=int, default=3, help="members: the K best runs")
+    members.add_argument(
+        "--all",
+        action="store_true",
+        help="members: every finished run of the sweep's experiment (variants included)",
+    )
     parser.add_argument("--row", help="its accuracy.json row (default: the folder's name)")
     parser.add_argument(
         "--test-time-shift",
@@ -67,9 +79,16 @@ def main() -> None:
     if not (store / "mlflow.db").is_file():
         raise SystemExit(f"{store}: no mlflow.db (make it with accuracy.py --keep)")
 
-    parent = sweep_of(store_runs(store), row)
+    runs = store_runs(store)
+    parent = sweep_of(runs, row)
     sweep = recorded_sweep(row, parent.info.run_id)
     command = ["ensemble", "--parent", parent.info.run_id, "--top", str(args.top)]
+    if args.all:
+        # `--top` over all of them: the same members as `--runs` with every id, and a
+        # command that reads back the experiment instead of listing ten run ids.
+        every = candidates(runs, parent.info.experiment_id)
+        experiment = experiment_name(store, parent.info.experiment_id)
+        command = ["ensemble", "--experiment", experiment, "--top", str(len(every))]
     if args.test_time_shift is not None:
         command += ["--test-time-shift", str(args.test_time_shift)]
     uri = f"sqlite:///{store}/mlflow.db"
@@ -81,6 +100,9 @@ def main() -> None:
     members = run.data.tags["ensemble.members"].split(",")
     joined = {c["run_id"] for c in sweep.get("joined", [])}
     accuracy_of = {c["run_id"]: c for c in [*sweep["children"], *sweep.get("joined", [])]}
+    if args.all:
+        by_id = {r.info.run_id: r for r in runs}
+        accuracy_of |= {m: variant(by_id[m], row) for m in members if m not in accuracy_of}
     missing = [m for m in members if m not in accuracy_of]
     if missing:
         raise SystemExit(f"{row}: members {missing} are not in accuracy.json's sweep")
@@ -105,6 +127,11 @@ def main() -> None:
                 "run_id": m,
                 "seed": accuracy_of[m].get("seed"),
                 **({"joined": True, "command": accuracy_of[m]["command"]} if m in joined else {}),
+                **(
+                    {k: v for k, v in accuracy_of[m].items() if k != "seed"}
+                    if accuracy_of[m].get("variant")
+                    else {}
+                ),
                 "test_accuracy": metrics[f"member_{i}_test_accuracy"],
             }
             for i, m in enumerate(members)
@@ -117,7 +144,8 @@ def main() -> None:
 
     path = RESULTS / "ensemble.json"
     rows = json.loads(path.read_text())["rows"] if path.exists() else {}
-    rows[row if args.test_time_shift is None else f"{row}+shift{args.test_time_shift}"] = entry
+    key = f"{row}+all" if args.all else row
+    rows[key if args.test_time_shift is None else f"{key}+shift{args.test_time_shift}"] = entry
     lines = [
         [
             name,
@@ -141,9 +169,51 @@ def main() -> None:
     save("ensemble", setup, {"rows": rows}, table(header, lines))
 
 
+def candidates(runs: list, experiment_id: str) -> list:
+    """What `digits ensemble --experiment` takes: the experiment's finished runs, less
+    sweep parents and earlier ensembles."""
+    return [
+        r
+        for r in runs
+        if r.info.experiment_id == experiment_id
+        and r.info.status == "FINISHED"
+        and r.data.tags.get("sweep") != "true"
+        and r.data.tags.get("model") != "ensemble"
+    ]
+
+
+def experiment_name(store: Path, experiment_id: str) -> str:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(f"sqlite:///{store}/mlflow.db").get_experiment(experiment_id).name
+
+
+def variant(run, row: str) -> dict:
+    """A member run on its own beside the sweep (not one of its seeds): its command and
+    what it recorded. One that names the sweep as its parent must be recorded first."""
+    if run.data.tags.get("mlflow.parentRunId"):
+        raise SystemExit(
+            f"{row}: run {run.info.run_id} joined a sweep but accuracy.json does not have it; "
+            f"record it first with benchmarks/accuracy.py --only {row} --joined DIR"
+        )
+    metrics = run.data.metrics
+    return {
+        "variant": True,
+        "seed": int(run.data.params["trainer.seed"]),
+        "command": f"python -m digit_experiments.train {run.data.tags.get('overrides', '')}",
+        "own_test_accuracy": metrics["test_accuracy"],
+        **(
+            {"single_view_test_accuracy": metrics["single_view_test_accuracy"]}
+            if "single_view_test_accuracy" in metrics
+            else {}
+        ),
+        "train_seconds": metrics["train_seconds"],
+    }
+
+
 def member_text(member: dict) -> str:
-    joined = ", joined" if member.get("joined") else ""
-    return f"{member['test_accuracy']:.4f} (seed {member['seed']}{joined})"
+    kind = ", joined" if member.get("joined") else ", variant" if member.get("variant") else ""
+    return f"{member['test_accuracy']:.4f} (seed {member['seed']}{kind})"
 
 
 if __name__ == "__main__":

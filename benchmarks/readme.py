@@ -161,17 +161,36 @@ def joined_commands(joined: list[dict]) -> str:
 def ensemble_line(entry: dict) -> list[str]:
     """The row under a sweep's: its runs averaged by `digits ensemble` (ensemble.json),
     with the seeds that joined the sweep later (accuracy.py --joined) named as such (the
-    sweep's row names their command)."""
+    sweep's row names their command), and variants of its command run beside it
+    (ensemble.py --all) each with its own command and figures."""
     members = entry["members"]
     joined = sorted((m for m in members if m.get("joined")), key=lambda m: m["seed"])
+    variants = sorted((m for m in members if m.get("variant")), key=lambda m: m["seed"])
     what = f"ensemble of the {len(members)} runs above (averaged probabilities)"
-    if joined:
-        seeds = ", ".join(str(m["seed"]) for m in joined)
+    if joined or variants:
+        parts = [f"the {len(members) - len(joined) - len(variants)} above"]
+        if joined:
+            seeds = ", ".join(str(m["seed"]) for m in joined)
+            parts.append(
+                f"seeds {seeds}, which joined the same sweep later (their command is in the "
+                "row above)"
+            )
+        if variants:
+            parts.append(
+                f"{len(variants)} variant{'s' * (len(variants) > 1)} of its command, each "
+                "run on its own in the "
+                "sweep's store: " + ", ".join(map(variant_text, variants))
+            )
+        listed = (
+            " and ".join(parts) if len(parts) < 3 else f"{parts[0]}, {parts[1]}, and {parts[2]}"
+        )
+        # --experiment (ensemble.py --all): every run in it, none picked by its score.
+        scope = (
+            "every run of the sweep's experiment, " if "--experiment" in entry["command"] else ""
+        )
         what = (
-            f"ensemble of {len(members)} runs (averaged probabilities): the "
-            f"{len(members) - len(joined)} above and seeds {seeds}, which joined the same "
-            "sweep later (their command is in the row above); the members: "
-            + mean_std([m["test_accuracy"] for m in members], "{:.2%}")
+            f"ensemble of {len(members)} runs ({scope}averaged probabilities): {listed}; "
+            "the members: " + mean_std([m["test_accuracy"] for m in members], "{:.2%}")
         )
     shift = entry.get("test_time_shift", 0)
     if shift:
@@ -189,6 +208,17 @@ def ensemble_line(entry: dict) -> list[str]:
         "",
         f"no training / {entry['wall_seconds'] / 60:.1f}",
     ]
+
+
+def variant_text(member: dict) -> str:
+    """'`python -m ... model.kernel_size=[7,3] trainer.seed=11` (99.74%, bare 99.70%; 22.1
+    min of training)': a variant member, with what its own run recorded."""
+    bare = member.get("single_view_test_accuracy")
+    return (
+        f"`{member['command']}` ({member['own_test_accuracy']:.2%}"
+        + ("" if bare is None else f", bare {bare:.2%}")
+        + f"; {member['train_seconds'] / 60:.1f} min of training)"
+    )
 
 
 def mean_std(values: list[float], fmt: str) -> str:

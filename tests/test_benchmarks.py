@@ -431,6 +431,37 @@ def test_an_accuracy_row_over_seeds_is_one_sweep_and_the_readme_shows_mean_and_s
     assert f"{shifted['test_accuracy']:.2%} (" in lines[at + 2]
     assert "over the best bare member)" in lines[at + 2]  # its members answered bare
 
+    # A variant of the row's command, run on its own in the same store (no parent): --all
+    # averages every run of the experiment, and the README names the variant's command.
+    varied = ["model=mlp", "model.hidden_units=[32]", "trainer.seed=5", *TINY]
+    train = [sys.executable, "-m", "digit_experiments.train", *varied]
+    train.append(f"tracking.uri=sqlite:///{kept}/mlflow.db")
+    done = subprocess.run(train, cwd=kept, env=clean_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert run_benchmark("ensemble.py", [str(kept), "--all", "--top", "2"], results).returncode
+    result = run_benchmark("ensemble.py", [str(kept), "--all"], results)
+    assert result.returncode == 0, result.stderr[-3000:]
+    entries = json.loads((results / "ensemble.json").read_text())["rows"]
+    every = entries["seed_mlp+all"]
+    assert entries["seed_mlp"]["run_id"] != every["run_id"]  # the earlier entries stay
+    assert every["command"] == "digits ensemble --experiment digit-experiments --top 4"
+    assert sorted(m["seed"] for m in every["members"]) == [1, 2, 3, 5]
+    (other,) = [m for m in every["members"] if m.get("variant")]
+    assert other["seed"] == 5 and other["command"].startswith(
+        "python -m digit_experiments.train model=mlp model.hidden_units=[32] trainer.seed=5"
+    )
+    assert 0 < other["own_test_accuracy"] <= 1 and other["train_seconds"] > 0
+    assert generate(readme, results).returncode == 0
+    lines = readme.read_text().splitlines()
+    assert lines[at + 3].startswith(
+        "| ensemble of 4 runs (every run of the sweep's experiment, averaged probabilities): "
+        "the 2 above, seeds 3, which joined the same sweep later (their command is in the row "
+        "above), and 1 variant of its command, each run on its own in the sweep's store: "
+        f"`{other['command']}` ({other['own_test_accuracy']:.2%}; "
+    )
+    assert "`digits ensemble --experiment digit-experiments --top 4`" in lines[at + 3]
+    assert generate(readme, results, "--check").returncode == 0
+
     # A store that is not a kept row's: refused, naming it.
     result = run_benchmark("ensemble.py", [str(tmp_path)], results)
     assert result.returncode != 0 and f"{tmp_path}: no mlflow.db" in result.stderr
