@@ -33,6 +33,7 @@ import datetime
 import json
 from pathlib import Path
 
+from accuracy import recorded
 from common import DIGITS, RESULTS, machine, save, store_runs, table, timed
 
 
@@ -86,9 +87,8 @@ def main() -> None:
     if args.all:
         # `--top` over all of them: the same members as `--runs` with every id, and a
         # command that reads back the experiment instead of listing ten run ids.
-        every = candidates(runs, parent.info.experiment_id)
-        experiment = experiment_name(store, parent.info.experiment_id)
-        command = ["ensemble", "--experiment", experiment, "--top", str(len(every))]
+        experiment, count = every_member(store, parent.info.experiment_id)
+        command = ["ensemble", "--experiment", experiment, "--top", str(count)]
     if args.test_time_shift is not None:
         command += ["--test-time-shift", str(args.test_time_shift)]
     uri = f"sqlite:///{store}/mlflow.db"
@@ -169,23 +169,18 @@ def main() -> None:
     save("ensemble", setup, {"rows": rows}, table(header, lines))
 
 
-def candidates(runs: list, experiment_id: str) -> list:
-    """What `digits ensemble --experiment` takes: the experiment's finished runs, less
-    sweep parents and earlier ensembles."""
-    return [
-        r
-        for r in runs
-        if r.info.experiment_id == experiment_id
-        and r.info.status == "FINISHED"
-        and r.data.tags.get("sweep") != "true"
-        and r.data.tags.get("model") != "ensemble"
-    ]
-
-
-def experiment_name(store: Path, experiment_id: str) -> str:
+def every_member(store: Path, experiment_id: str) -> tuple[str, int]:
+    """The experiment's name, and how many runs `digits ensemble --experiment` can take
+    from it: found as that command finds them (finished, no sweep parent, no ensemble)."""
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(f"sqlite:///{store}/mlflow.db").get_experiment(experiment_id).name
+    from digit_experiments.app.ensemble import MODEL
+    from digit_experiments.inference.registry import candidate_runs
+
+    client = MlflowClient(f"sqlite:///{store}/mlflow.db")
+    name = client.get_experiment(experiment_id).name
+    runs = candidate_runs(client, experiment=name)
+    return name, sum(r.data.tags.get("model") != MODEL for r in runs)
 
 
 def variant(run, row: str) -> dict:
@@ -196,18 +191,14 @@ def variant(run, row: str) -> dict:
             f"{row}: run {run.info.run_id} joined a sweep but accuracy.json does not have it; "
             f"record it first with benchmarks/accuracy.py --only {row} --joined DIR"
         )
-    metrics = run.data.metrics
+    own = recorded(run)  # as accuracy.json keeps a run
     return {
         "variant": True,
         "seed": int(run.data.params["trainer.seed"]),
         "command": f"python -m digit_experiments.train {run.data.tags.get('overrides', '')}",
-        "own_test_accuracy": metrics["test_accuracy"],
-        **(
-            {"single_view_test_accuracy": metrics["single_view_test_accuracy"]}
-            if "single_view_test_accuracy" in metrics
-            else {}
-        ),
-        "train_seconds": metrics["train_seconds"],
+        "own_test_accuracy": own["test_accuracy"],
+        **{k: own[k] for k in ("single_view_test_accuracy",) if k in own},
+        "train_seconds": own["train_seconds"],
     }
 
 

@@ -178,8 +178,7 @@ def ensemble_line(entry: dict) -> list[str]:
         if variants:
             parts.append(
                 f"{len(variants)} variant{'s' * (len(variants) > 1)} of its command, each "
-                "run on its own in the "
-                "sweep's store: " + ", ".join(map(variant_text, variants))
+                "run on its own in the sweep's store: " + ", ".join(map(variant_text, variants))
             )
         listed = (
             " and ".join(parts) if len(parts) < 3 else f"{parts[0]}, {parts[1]}, and {parts[2]}"
