@@ -247,7 +247,9 @@ def test_server_and_postgres_restarted_mid_sweep_lose_nothing(stack, tmp_path):
             if any(int(r.data.tags.get(resume.EPOCH_TAG, 0)) >= 1 for r in runs):
                 break
             time.sleep(0.2)
-        stack.restart("mlflow", pause=2)
+        # Away longer than MLflow's own retries (7 s): whatever call a job is making
+        # then waits for it (tracking.reconnect_timeout) instead of failing the job.
+        stack.restart("mlflow", pause=10)
         restarted.append("server")
         time.sleep(2)
         stack.restart("postgres", pause=2)

@@ -14,6 +14,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from digit_experiments.app.run import train
@@ -501,6 +502,42 @@ def test_epochs_a_server_missed_are_sent_when_it_is_back_after_the_last_epoch(tm
     assert "training goes on" in stdout and "sent the metrics it had missed" in stdout
     assert steps == dict.fromkeys(EPOCH_METRICS, list(range(1, epochs + 1)))
     assert {"plots/learning_curves.png", "checkpoints/mlp_best_model.h5"} <= artifacts
+
+
+def _a_run_is_open(base: str) -> bool:
+    client = MlflowClient(base)
+    experiment = client.get_experiment_by_name("digit-experiments")
+    return experiment is not None and bool(client.search_runs([experiment.experiment_id]))
+
+
+def test_a_server_restarted_while_a_run_opens_is_waited_for_and_loses_nothing(tmp_path):
+    # Away longer than MLflow's own retries (3, backoff 1 s: 7 s) just as the run logs
+    # its params, config and datasets: calls that are no epoch's, which used to fail the
+    # run (a sweep's job, when CI restarted its team server: test_cluster).
+    overrides = ["data.train_limit=5000", "data.test_limit=500", "trainer.epochs=3"]
+    server = KillableServer(tmp_path)
+    server.start()
+    try:
+        run = _train_against(server.base, tmp_path, *overrides)
+        _wait_for(lambda: _a_run_is_open(server.base), run, 150, "no run opened")
+        server.kill()
+        time.sleep(15)
+        server.start()
+        stdout, stderr = run.communicate(timeout=300)
+        assert run.returncode == 0, stderr[-3000:]
+        client, (finished,) = _runs(server.base)
+        _assert_recorded_completely(
+            client, finished, ["model=mlp", "trainer.early_stopping.enabled=false", *overrides], 3
+        )
+        # A server that answers, even with an error, is not waited for.
+        patient, started = store.client(server.base, patience=60), time.monotonic()
+        with pytest.raises(MlflowException, match="not found"):
+            patient.get_run("0" * 32)
+        assert time.monotonic() - started < 5
+    finally:
+        server.kill()
+    assert "waiting up to 60 s for it to come back (tracking.reconnect_timeout)" in stdout
+    assert "the tracking server answers again" in stdout
 
 
 # --- concurrency ----------------------------------------------------------------------

@@ -104,7 +104,10 @@ def _train(cfg: DictConfig, output_dir: Path | None) -> dict[str, float]:
 
     uri = store.resolve_tracking_uri(conf.tracking.uri, root)
     # An absent server, or one that refuses our credentials, is refused in seconds, not
-    # after training.
+    # after training. A sweep's job waits for it first: the sweep's run is on it, so a
+    # server that is away now is restarting.
+    if conf.tracking.parent_run_id:
+        store.wait_until_reachable(uri, conf.tracking.reconnect_timeout)
     store.check_reachable(uri)
     store.check_credentials(uri)
     parent = conf.tracking.parent_run_id
@@ -140,14 +143,17 @@ def _tracked(cfg, conf: Config, runtime: Runtime | None, uri, root, output_dir, 
     reserved = runtime.cpus if runtime else None
     parallel = runtime.parallel_jobs if runtime else 1
     training.limit_threads(conf.trainer.threads or reserved or training.fair_share(parallel))
-    store.connect(uri)
+    # Every call to a tracking server waits for it this long when it is away (restarted,
+    # say) before the run fails; a run's epochs never wait (see tracking.runlog).
+    patience = conf.tracking.reconnect_timeout
+    store.connect(uri, patience if conf.tracking.parent_run_id else 0.0)
     # A sweep's job nests under the sweep's run; a run started inside the caller's own
     # active MLflow run (a notebook's) nests under that one, in its experiment.
     parent = conf.tracking.parent_run_id or lifecycle.enclosing_run_id()
     if parent:
-        experiment_id = store.parent_experiment(parent, uri)
+        experiment_id = store.parent_experiment(parent, uri, patience)
     else:
-        experiment_id = store.ensure_experiment(conf.tracking.experiment, uri, root)
+        experiment_id = store.ensure_experiment(conf.tracking.experiment, uri, root, patience)
     tags = {
         "model": conf.model.name,
         "optimizer": conf.optimizer.name,
@@ -168,7 +174,7 @@ def _tracked(cfg, conf: Config, runtime: Runtime | None, uri, root, output_dir, 
         name = f"{name} #{runtime.job_num}"
     params = flatten(OmegaConf.to_container(cfg, resolve=True))
     tags[resume.HASH_TAG] = resume.config_hash(params)
-    client = store.client(uri)
+    client = store.client(uri, patience)
     # model.init_from: resolved, loaded and checked against the data before a run opens.
     source = finetune.load_source(conf, splits, client, output_dir)
     if source is not None:
@@ -189,6 +195,7 @@ def _tracked(cfg, conf: Config, runtime: Runtime | None, uri, root, output_dir, 
             curves_figure=plots.learning_curves,
             system_metrics=conf.tracking.system_metrics and conf.tracking.system_metrics_interval,
             resume_run_id=state.run_id if state else None,
+            patience=patience,
         ) as record:
             log.info(
                 "MLflow run %s in %s (experiment %s)", record.run_id, redact(uri), experiment_id

@@ -54,6 +54,7 @@ class MlflowSweepCallback(Callback):
         self.parent_id: str | None = None
         self.sweep_dir: Path | None = None
         self.uri: str | None = None
+        self.patience = 0.0  # tracking.reconnect_timeout (see store.PatientClient)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from mlflow.tracking.context import registry as context
@@ -77,10 +78,13 @@ class MlflowSweepCallback(Callback):
             # could be recorded, so stop here (SystemExit passes through Hydra).
             print(f"digits-train: {e}", file=sys.stderr)
             sys.exit(1)
-        experiment_id = store.ensure_experiment(config.tracking.experiment, self.uri, root)
+        self.patience = float(config.tracking.reconnect_timeout)
+        experiment_id = store.ensure_experiment(
+            config.tracking.experiment, self.uri, root, self.patience
+        )
         self.sweep_dir = Path(config.hydra.sweep.dir).resolve()
         overrides = list(config.hydra.overrides.task)
-        client = store.client(self.uri)
+        client = store.client(self.uri, self.patience)
         # A preset's own swept values (hydra.sweeper.params of the basic sweeper: the
         # mlp_vs_cnn preset's model=mlp,cnn) are part of what the sweep is. Optuna's are
         # search spaces, not values: its name stays the overrides typed.
@@ -129,7 +133,7 @@ class MlflowSweepCallback(Callback):
         if self.parent_id is None:
             return
         parent_id, self.parent_id = self.parent_id, None
-        finish_parent(self.uri, parent_id, self.sweep_dir)
+        finish_parent(self.uri, parent_id, self.sweep_dir, self.patience)
 
 
 def quoted(value: str) -> str:
@@ -171,14 +175,15 @@ def _swept(overrides: list[str]) -> list[bool]:
     return found
 
 
-def finish_parent(uri: str, parent_id: str, sweep_dir: Path | None) -> str:
+def finish_parent(uri: str, parent_id: str, sweep_dir: Path | None, patience: float = 0.0) -> str:
     """Log the comparison of a sweep's jobs on its parent run and end it.
 
     The parent ends FINISHED when every job finished, FAILED otherwise (or when there
-    were no jobs at all), also when logging the comparison fails. Returns that status."""
+    were no jobs at all), also when logging the comparison fails. Returns that status.
+    `patience`: seconds a call waits for a tracking server that is away."""
     from digit_experiments.reporting import compare
 
-    client = store.client(uri)
+    client = store.client(uri, patience)
     status = "FAILED"
     try:
         parent = client.get_run(parent_id)

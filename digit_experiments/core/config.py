@@ -279,8 +279,9 @@ class TrackingConfig:
     # The run this one is a child of. A sweep sets it for each of its jobs (the sweep's
     # parent run); a job whose store does not have that run is refused, not orphaned.
     parent_run_id: str | None = None
-    # A tracking server that went away mid-run: how long the end of the run waits for it
-    # to come back, to send the epochs it missed, before giving up (seconds).
+    # A tracking server that went away mid-run: how long a call of the run (not an
+    # epoch's: training goes on) and the end of the run, to send the epochs it missed,
+    # wait for it to come back before giving up (seconds).
     reconnect_timeout: float = spec(60.0, ge=0.0)
     # CPU, memory, disk, network (and GPU when there is one) as system/* metrics, with
     # MLflow's system-metrics monitor: one sample every system_metrics_interval seconds.

@@ -40,13 +40,15 @@ def tracked_run(
     curves_figure: Callable | None = None,
     system_metrics: float | None = None,
     resume_run_id: str | None = None,
+    patience: float = 0.0,
 ) -> Iterator[RunLog]:
     """Open a run (or take the one `mlflow run` opened); end it FINISHED, FAILED or
     KILLED, salvaging on failure. The run is a child of `parent_run_id` if given (see
     `enclosing_run_id`), else a top-level run. `system_metrics`: seconds between
     samples of MLflow's system metrics (None: none). `resume_run_id`: an ended run to
-    open again (RUNNING) instead of a new one."""
-    client = store.client(uri)
+    open again (RUNNING) instead of a new one. `patience`: seconds a call waits for a
+    tracking server that is away (store.PatientClient; the epochs never wait)."""
+    client = store.client(uri, patience)
     tags = {key: redact(str(value)) for key, value in tags.items()}
     if resume_run_id:
         run_id = _reopen(client, resume_run_id, run_name, tags, parent_run_id)

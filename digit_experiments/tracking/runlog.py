@@ -73,6 +73,9 @@ class RunLog:
 
     def __init__(self, client, run_id: str, output_dir: Path, uri: str, curves_figure=None):
         self.client = client
+        # The epochs and the training state go through a client that never waits for a
+        # server that is away (a store.PatientClient's plain one): training goes on.
+        self.at_once = getattr(client, "at_once", client)
         self.run_id = run_id
         self.output_dir = Path(output_dir)
         self.uri = uri
@@ -99,12 +102,16 @@ class RunLog:
         log_params(self.client, self.run_id, params)
 
     def metrics(
-        self, metrics: dict[str, float], step: int | None = None, timestamp: int | None = None
+        self,
+        metrics: dict[str, float],
+        step: int | None = None,
+        timestamp: int | None = None,
+        client=None,
     ) -> None:
         from mlflow.entities import Metric
 
         stamp = timestamp if timestamp is not None else now_ms()
-        self.client.log_batch(
+        (client or self.client).log_batch(
             self.run_id,
             metrics=[Metric(k, float(v), stamp, step or 0) for k, v in metrics.items()],
         )
@@ -142,7 +149,7 @@ class RunLog:
         try:
             if backlog:
                 store.check_reachable(self.uri, timeout=2.0)  # still away: don't wait on retries
-            self._send_unsent()
+            self._send_unsent(self.at_once)
         except (OSError, TrackingUnavailable, _mlflow_exception()) as e:
             if not backlog:
                 log.warning(
@@ -176,10 +183,10 @@ class RunLog:
         self._send_unsent()
         log.info("the store is back: sent the metrics it had missed")
 
-    def _send_unsent(self) -> None:
+    def _send_unsent(self, client=None) -> None:
         while self.unsent:
             step, values, stamp = self.unsent[0]
-            self.metrics(values, step=step, timestamp=stamp)
+            self.metrics(values, step=step, timestamp=stamp, client=client)
             self.unsent.pop(0)
 
     def resend_missing(self, epochs: int) -> None:
@@ -211,10 +218,10 @@ class RunLog:
             if best is not None and best.is_file() and best.stat().st_mtime != self._sent_best:
                 files.insert(0, best)
             for path in files:
-                self.client.log_artifact(self.run_id, str(path), resume.STATE_DIR)
+                self.at_once.log_artifact(self.run_id, str(path), resume.STATE_DIR)
             if best in files:
                 self._sent_best = best.stat().st_mtime
-            self.client.set_tag(self.run_id, resume.EPOCH_TAG, str(epoch))
+            self.at_once.set_tag(self.run_id, resume.EPOCH_TAG, str(epoch))
         except (OSError, TrackingUnavailable, _mlflow_exception()) as e:
             log.warning("could not send the state after epoch %d: %s", epoch, first_line(e))
 

@@ -6,6 +6,8 @@ that its tracking server answers before TensorFlow or MLflow is imported at all.
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import re
 import time
@@ -17,11 +19,16 @@ from pathlib import Path
 from digit_experiments.errors import ParentRunMissing, TrackingDenied, TrackingUnavailable
 from digit_experiments.tracking.redaction import redact
 
+log = logging.getLogger(__name__)
+
 DEFAULT_URI = "sqlite:///mlflow.db"
 # MLflow retries a failed request 7 times with backoff factor 2 (about 4 minutes) before
 # it gives up: training would stall that long at the first epoch after a server went
 # away. 3 retries, 1 s doubling: 7 s. The user's settings win.
 HTTP_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+# What MLflow's client says when those retries ran out: every try was refused, dropped or
+# answered 5xx (a server restarting, its database restarting), so none was taken.
+RETRIES_EXHAUSTED = "Max retries exceeded"
 
 
 def resolve_tracking_uri(configured: str | None, root: Path) -> str:
@@ -137,12 +144,15 @@ def check_exists(uri: str) -> None:
             )
 
 
-def connect(uri: str) -> None:
+def connect(uri: str, patience: float = 0.0) -> None:
     """Point MLflow at `uri`, once it is known to be there: the `models:/` and `runs:/`
     URIs of a run's logged model resolve against it. With credentials in the URI,
-    MLflow's own "View run at <uri>/..." lines would print them: those are turned off."""
+    MLflow's own "View run at <uri>/..." lines would print them: those are turned off.
+    `patience`: seconds to wait for a server that is away before saying so."""
     import mlflow
 
+    if patience > 0:
+        wait_until_reachable(uri, patience)
     check_reachable(uri)
     check_credentials(uri)
     if redact(uri) != uri:
@@ -153,18 +163,69 @@ def connect(uri: str) -> None:
     mlflow.set_tracking_uri(uri)
 
 
-def client(uri: str):
-    """An MlflowClient for `uri`: every read and write of a run goes through one."""
+def client(uri: str, patience: float = 0.0):
+    """An MlflowClient for `uri`: every read and write of a run goes through one. With
+    `patience` (seconds) and a tracking server, a PatientClient."""
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=uri)
+    mlflow_client = MlflowClient(tracking_uri=uri)
+    if patience > 0 and is_http(uri):
+        return PatientClient(mlflow_client, uri, patience)
+    return mlflow_client
 
 
-def ensure_experiment(name: str, uri: str, root: Path) -> str:
+class PatientClient:
+    """An MlflowClient whose calls outlast a tracking server that is away for a while.
+
+    MLflow's own retries give up after seconds (HTTP_RETRIES), but a team's server or
+    its database restarted for an upgrade is away longer, and a run would fail at
+    whatever call it was making then. Here a call that failed that way waits up to
+    `patience` seconds (tracking.reconnect_timeout) for the server to answer, and is
+    made again; past that, its error is raised. Only calls none of whose tries was
+    taken are made again, so nothing is logged twice. `at_once` is the plain client,
+    for calls that must not wait (a run's epochs: training goes on)."""
+
+    def __init__(self, at_once, uri: str, patience: float):
+        self.at_once = at_once
+        self.uri = uri
+        self.patience = patience
+
+    def __getattr__(self, name: str):
+        attribute = getattr(self.at_once, name)
+        if not callable(attribute):
+            return attribute
+
+        @functools.wraps(attribute)
+        def patient(*args, **kwargs):
+            deadline = None
+            while True:
+                try:
+                    return attribute(*args, **kwargs)
+                except Exception as e:
+                    if RETRIES_EXHAUSTED not in str(e):
+                        raise
+                    if deadline is None:
+                        deadline = time.monotonic() + self.patience
+                        log.warning(
+                            "the tracking server %s did not take %s; waiting up to %.0f s "
+                            "for it to come back (tracking.reconnect_timeout)",
+                            redact(self.uri),
+                            name,
+                            self.patience,
+                        )
+                    left = deadline - time.monotonic()
+                    if left <= 0 or not wait_until_reachable(self.uri, left):
+                        raise
+                    log.info("the tracking server answers again: %s, again", name)
+
+        return patient
+
+
+def ensure_experiment(name: str, uri: str, root: Path, patience: float = 0.0) -> str:
     """The id of experiment `name`, created if needed; safe when several jobs race."""
     from mlflow.exceptions import MlflowException
 
-    mlflow_client = client(uri)
+    mlflow_client = client(uri, patience)
     experiment = mlflow_client.get_experiment_by_name(name)
     if experiment is not None:
         if experiment.lifecycle_stage == "deleted":
@@ -188,14 +249,14 @@ def ensure_experiment(name: str, uri: str, root: Path) -> str:
         return experiment.experiment_id
 
 
-def parent_experiment(parent_run_id: str, uri: str) -> str:
+def parent_experiment(parent_run_id: str, uri: str, patience: float = 0.0) -> str:
     """The experiment of the run a run nests under (children are shown nested only in
     their parent's experiment). A parent the store does not have is refused in one line:
     the run would otherwise become a top-level run of some other store."""
     from mlflow.exceptions import MlflowException
 
     try:
-        return client(uri).get_run(parent_run_id).info.experiment_id
+        return client(uri, patience).get_run(parent_run_id).info.experiment_id
     except MlflowException as e:
         raise ParentRunMissing(
             f"tracking.parent_run_id: parent run {parent_run_id} is not in {redact(uri)} "
