@@ -27,7 +27,7 @@ DEFAULT_URI = "sqlite:///mlflow.db"
 # away. 3 retries, 1 s doubling: 7 s. The user's settings win.
 HTTP_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 # What MLflow's client says when those retries ran out: every try was refused, dropped or
-# answered 5xx (a server restarting, its database restarting), so none was taken.
+# answered 5xx (a server restarting, its database restarting).
 RETRIES_EXHAUSTED = "Max retries exceeded"
 
 
@@ -181,9 +181,11 @@ class PatientClient:
     its database restarted for an upgrade is away longer, and a run would fail at
     whatever call it was making then. Here a call that failed that way waits up to
     `patience` seconds (tracking.reconnect_timeout) for the server to answer, and is
-    made again; past that, its error is raised. Only calls none of whose tries was
-    taken are made again, so nothing is logged twice. `at_once` is the plain client,
-    for calls that must not wait (a run's epochs: training goes on)."""
+    made again; past that, its error is raised. An answer, even an error, is never
+    waited on. Making a call again is what MLflow's retries did already; a metric
+    keeps its timestamp, so one the server took before it went is a duplicate MLflow
+    drops. `at_once` is the plain client, for calls that must not wait (a run's
+    epochs: training goes on)."""
 
     def __init__(self, at_once, uri: str, patience: float):
         self.at_once = at_once
