@@ -106,10 +106,7 @@ def _train(cfg: DictConfig, output_dir: Path | None) -> dict[str, float]:
     # An absent server, or one that refuses our credentials, is refused in seconds, not
     # after training. A sweep's job waits for it first: the sweep's run is on it, so a
     # server that is away now is restarting.
-    if conf.tracking.parent_run_id:
-        store.wait_until_reachable(uri, conf.tracking.reconnect_timeout)
-    store.check_reachable(uri)
-    store.check_credentials(uri)
+    store.check_server(uri, conf.tracking.reconnect_timeout if conf.tracking.parent_run_id else 0)
     parent = conf.tracking.parent_run_id
     if runtime and runtime.multirun and not parent:
         log.warning(

@@ -144,6 +144,16 @@ def check_exists(uri: str) -> None:
             )
 
 
+def check_server(uri: str, patience: float = 0.0) -> None:
+    """An HTTP tracking server that is not there, or refuses our credentials, refused in
+    seconds (check_reachable, check_credentials), after waiting `patience` seconds for
+    one that is away. Nothing heavy is imported: a run asks this before TensorFlow."""
+    if patience > 0:
+        wait_until_reachable(uri, patience)
+    check_reachable(uri)
+    check_credentials(uri)
+
+
 def connect(uri: str, patience: float = 0.0) -> None:
     """Point MLflow at `uri`, once it is known to be there: the `models:/` and `runs:/`
     URIs of a run's logged model resolve against it. With credentials in the URI,
@@ -151,10 +161,7 @@ def connect(uri: str, patience: float = 0.0) -> None:
     `patience`: seconds to wait for a server that is away before saying so."""
     import mlflow
 
-    if patience > 0:
-        wait_until_reachable(uri, patience)
-    check_reachable(uri)
-    check_credentials(uri)
+    check_server(uri, patience)
     if redact(uri) != uri:
         os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     if is_http(uri):
